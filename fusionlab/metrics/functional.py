@@ -1,0 +1,355 @@
+"""The fusion metrics as batched tensor functions: [B, H, W] float64 gray 0..255 -> [B].
+
+Every function takes the fused image `f` and, where the metric compares with the sources, the
+infrared `a` and visible `b` images, all the same size. The `convention` switch changes only what
+the two evaluators in use disagree on (see docs/metrics.md):
+
+- `cddfuse` (default): the Python evaluator of the CDDFuse repository that most papers use.
+- `matlab`: the classic MATLAB scripts: MI in bits, AG divided by (r-1)(c-1), SSIM averaged.
+
+`fusion_metrics(...)` computes several at once and shares the intermediate results.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fusionlab.errors import ConfigError
+
+CONVENTIONS = ("cddfuse", "matlab")
+ALL_METRICS = (
+    "EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "SSIM255", "CC", "PSNR", "MSE", "Nabf",
+)
+# Metrics for which a smaller value is better (MSE: distance to the sources; Nabf: artifacts).
+LOWER_IS_BETTER = frozenset({"MSE", "Nabf"})
+# Metrics that need only the fused image.
+NO_REFERENCE = frozenset({"EN", "SD", "SF", "AG"})
+
+
+def check_convention(convention: str) -> str:
+    if convention not in CONVENTIONS:
+        raise ConfigError(f"unknown metric convention '{convention}'; choose one of {', '.join(CONVENTIONS)}")
+    return convention
+
+
+def check_metrics(metrics) -> tuple[str, ...]:
+    """Normalise a metric selection (None = all), accepting any letter case."""
+    if metrics is None:
+        return ALL_METRICS
+    if isinstance(metrics, str):
+        metrics = [m for m in metrics.replace(",", " ").split() if m]
+    lookup = {m.lower(): m for m in ALL_METRICS}
+    out = []
+    for m in metrics:
+        key = lookup.get(str(m).lower())
+        if key is None:
+            raise ConfigError(f"unknown metric '{m}'; choose from {', '.join(ALL_METRICS)}")
+        if key not in out:
+            out.append(key)
+    return tuple(out)
+
+
+# ----------------------------------------------------------------- no-reference metrics
+
+
+def entropy(f: torch.Tensor) -> torch.Tensor:
+    """EN: Shannon entropy (bits) of the 256-bin gray histogram."""
+    bsz, n = f.shape[0], f[0].numel()
+    idx = f.reshape(bsz, -1).round().clamp(0, 255).long()
+    idx = idx + 256 * torch.arange(bsz, device=f.device)[:, None]
+    p = torch.bincount(idx.flatten(), minlength=256 * bsz).view(bsz, 256).double() / n
+    return -(p * torch.log2(torch.where(p > 0, p, torch.ones_like(p)))).sum(1)
+
+
+def std(f: torch.Tensor) -> torch.Tensor:
+    """SD: population standard deviation."""
+    return f.flatten(1).std(dim=1, correction=0)
+
+
+def spatial_frequency(f: torch.Tensor) -> torch.Tensor:
+    """SF: sqrt(mean(row differences^2) + mean(column differences^2)), forward differences."""
+    dx = f[:, :, 1:] - f[:, :, :-1]
+    dy = f[:, 1:, :] - f[:, :-1, :]
+    return torch.sqrt(dx.square().mean((1, 2)) + dy.square().mean((1, 2)))
+
+
+def _central_gradient(f: torch.Tensor, dim: int) -> torch.Tensor:
+    """numpy/MATLAB `gradient`: central differences inside, one-sided at the two borders."""
+    n = f.shape[dim]
+    inner = (f.narrow(dim, 2, n - 2) - f.narrow(dim, 0, n - 2)) / 2
+    first = f.narrow(dim, 1, 1) - f.narrow(dim, 0, 1)
+    last = f.narrow(dim, n - 1, 1) - f.narrow(dim, n - 2, 1)
+    return torch.cat([first, inner, last], dim=dim)
+
+
+def average_gradient(f: torch.Tensor, convention: str = "cddfuse") -> torch.Tensor:
+    """AG: mean of sqrt((Gx^2 + Gy^2) / 2); MATLAB divides the sum by (r-1)(c-1) instead."""
+    g = torch.sqrt((_central_gradient(f, 2).square() + _central_gradient(f, 1).square()) / 2)
+    if convention == "matlab":
+        r, c = f.shape[1:]
+        return g.sum((1, 2)) / ((r - 1) * (c - 1))
+    return g.mean((1, 2))
+
+
+# ----------------------------------------------------------------- statistics against the sources
+
+
+def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    x = x.flatten(1) - x.flatten(1).mean(1, keepdim=True)
+    y = y.flatten(1) - y.flatten(1).mean(1, keepdim=True)
+    return (x * y).sum(1) / torch.sqrt(x.square().sum(1) * y.square().sum(1))
+
+
+def correlation(f, a, b) -> torch.Tensor:
+    """CC: mean of the Pearson correlations r(F, A) and r(F, B)."""
+    return (_pearson(a, f) + _pearson(b, f)) / 2
+
+
+def scd(f, a, b) -> torch.Tensor:
+    """SCD: corr(F - B, A) + corr(F - A, B), the sum of the correlations of differences."""
+    return _pearson(a, f - b) + _pearson(b, f - a)
+
+
+def mse(f, a, b) -> torch.Tensor:
+    """MSE: mean of MSE(F, A) and MSE(F, B)."""
+    return ((a - f).square().mean((1, 2)) + (b - f).square().mean((1, 2))) / 2
+
+
+def psnr(f, a, b, mse_value: torch.Tensor | None = None) -> torch.Tensor:
+    """PSNR: 10 log10(max(F)^2 / MSE), with the peak taken from the fused image as published."""
+    m = mse(f, a, b) if mse_value is None else mse_value
+    return 10 * torch.log10(f.flatten(1).amax(1).square() / m)
+
+
+def _mutual_information(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MI in nats from the 256x256 joint histogram (one bincount for the whole batch)."""
+    bsz, n = x.shape[0], x[0].numel()
+    xi = x.reshape(bsz, -1).round().clamp(0, 255).long()
+    yi = y.reshape(bsz, -1).round().clamp(0, 255).long()
+    idx = xi * 256 + yi + 65536 * torch.arange(bsz, device=x.device)[:, None]
+    joint = torch.bincount(idx.flatten(), minlength=65536 * bsz).view(bsz, 256, 256).double() / n
+    px, py = joint.sum(2, keepdim=True), joint.sum(1, keepdim=True)
+    ratio = joint / (px * py).clamp_min(1e-300)
+    terms = torch.where(joint > 0, joint * torch.log(torch.where(joint > 0, ratio, torch.ones_like(ratio))), 0.0)
+    return terms.sum((1, 2)).clamp_min(0)
+
+
+def mutual_information(f, a, b, convention: str = "cddfuse") -> torch.Tensor:
+    """MI: MI(F, A) + MI(F, B); nats for `cddfuse` (sklearn), bits for `matlab`."""
+    mi = _mutual_information(f, a) + _mutual_information(f, b)
+    return mi / math.log(2) if convention == "matlab" else mi
+
+
+# ----------------------------------------------------------------- SSIM
+
+
+def _box_sum7(x: torch.Tensor) -> torch.Tensor:
+    """Sum over every 7x7 'valid' window via an integral image (exact for integer images)."""
+    c = F.pad(x, (1, 0, 1, 0)).cumsum(1).cumsum(2)
+    return c[:, 7:, 7:] - c[:, :-7, 7:] - c[:, 7:, :-7] + c[:, :-7, :-7]
+
+
+def ssim(f: torch.Tensor, a: torch.Tensor, data_range: float, stats_f=None) -> torch.Tensor:
+    """Mean SSIM like scikit-image's defaults: 7x7 uniform window, K1=0.01, K2=0.03, sample
+    covariance, and the mean over the windows that lie fully inside the image."""
+    n = 49.0
+    sf, sff = stats_f if stats_f is not None else (_box_sum7(f), _box_sum7(f * f))
+    sa, saa, sfa = _box_sum7(a), _box_sum7(a * a), _box_sum7(f * a)
+    # Variances from integer window sums: n*sum(x^2) - sum(x)^2 is exact, no cancellation noise.
+    vf = (n * sff - sf * sf) / (n * (n - 1))
+    va = (n * saa - sa * sa) / (n * (n - 1))
+    cov = (n * sfa - sf * sa) / (n * (n - 1))
+    uf, ua = sf / n, sa / n
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = (2 * uf * ua + c1) * (2 * cov + c2) / ((uf * uf + ua * ua + c1) * (vf + va + c2))
+    return s.mean((1, 2))
+
+
+def ssim_pair_sum(f, a, b, data_range: float, stats_f=None) -> torch.Tensor:
+    return ssim(f, a, data_range, stats_f) + ssim(f, b, data_range, stats_f)
+
+
+# ----------------------------------------------------------------- VIF
+
+
+def _gauss_1d(n: int, device) -> torch.Tensor:
+    """1-D factor of MATLAB's fspecial('gaussian', n, n/5); the 2-D window is its outer product."""
+    x = torch.arange(n, dtype=torch.float64, device=device) - (n - 1) / 2
+    g = torch.exp(-(x * x) / (2 * (n / 5.0) ** 2))
+    return g / g.sum()
+
+
+def _filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable 'valid' Gaussian filtering of [B, H, W] (float64)."""
+    n = g.numel()
+    y = F.conv2d(x[:, None], g.view(1, 1, 1, n))
+    return F.conv2d(y, g.view(1, 1, n, 1))[:, 0]
+
+
+def vif_single(ref: torch.Tensor, dist: torch.Tensor, eps: float = 1e-10, sigma_nsq: float = 2.0):
+    """Multiscale pixel-domain VIF of Sheikh & Bovik (4 scales), with the published eps guards."""
+    num = torch.zeros(ref.shape[0], dtype=torch.float64, device=ref.device)
+    den = torch.zeros_like(num)
+    for scale in range(1, 5):
+        g = _gauss_1d(2 ** (5 - scale) + 1, ref.device)
+        if scale > 1:
+            ref = _filter_valid(ref, g)[:, ::2, ::2]
+            dist = _filter_valid(dist, g)[:, ::2, ::2]
+        stack = _filter_valid(torch.cat([ref, dist, ref * ref, dist * dist, ref * dist]), g)
+        mu1, mu2, e11, e22, e12 = stack.chunk(5)
+        s1 = (e11 - mu1 * mu1).clamp_min(0)
+        s2 = (e22 - mu2 * mu2).clamp_min(0)
+        s12 = e12 - mu1 * mu2
+        gain = s12 / (s1 + eps)
+        sv = s2 - gain * s12
+        low1 = s1 < eps
+        gain = torch.where(low1, 0.0, gain)
+        sv = torch.where(low1, s2, sv)
+        s1 = torch.where(low1, 0.0, s1)
+        low2 = s2 < eps
+        gain = torch.where(low2, 0.0, gain)
+        sv = torch.where(low2, 0.0, sv)
+        neg = gain < 0
+        sv = torch.where(neg, s2, sv)
+        gain = torch.where(neg, 0.0, gain)
+        sv = sv.clamp_min(eps)
+        num += torch.log10(1 + gain * gain * s1 / (sv + sigma_nsq)).sum((1, 2))
+        den += torch.log10(1 + s1 / sigma_nsq).sum((1, 2))
+    v = num / den
+    return torch.where(torch.isnan(v), 1.0, v)
+
+
+def vif(f, a, b) -> torch.Tensor:
+    """VIF(A -> F) + VIF(B -> F). Sheikh & Bovik's VIF (often mislabelled VIFF)."""
+    return vif_single(a, f) + vif_single(b, f)
+
+
+# ----------------------------------------------------------------- Qabf and Nabf
+
+
+def _sobel(x: torch.Tensor, padding: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sobel responses (d/dx, d/dy) as scipy's convolve2d(x, kernel, 'same') would give them:
+    true convolution, so gx = left - right and gy = bottom - top. padding: 'zeros' or 'replicate'."""
+    p = F.pad(x[:, None], (1, 1, 1, 1), mode="constant" if padding == "zeros" else "replicate")[:, 0]
+    smooth_v = p[:, :-2, :] + 2 * p[:, 1:-1, :] + p[:, 2:, :]  # [1,2,1] down the rows
+    smooth_h = p[:, :, :-2] + 2 * p[:, :, 1:-1] + p[:, :, 2:]  # [1,2,1] along the columns
+    gx = smooth_v[:, :, :-2] - smooth_v[:, :, 2:]
+    gy = smooth_h[:, 2:, :] - smooth_h[:, :-2, :]
+    return gx, gy
+
+
+def _qabf_edges(x: torch.Tensor):
+    gx, gy = _sobel(x, "zeros")
+    g = torch.sqrt(gx * gx + gy * gy)
+    zero = gx == 0
+    angle = torch.where(zero, math.pi / 2, torch.atan(gy / torch.where(zero, 1.0, gx)))
+    return g, angle
+
+
+def _qabf_preservation(ga, aa, gf, af):
+    # Strength ratio min/max; where the two are equal the published code takes gF itself.
+    ratio = torch.where(ga > gf, gf / ga.clamp_min(1e-300), torch.where(ga == gf, gf, ga / gf.clamp_min(1e-300)))
+    orient = 1 - torch.abs(aa - af) / (math.pi / 2)
+    qg = 0.9994 / (1 + torch.exp(-15 * (ratio - 0.5)))
+    qa = 0.9879 / (1 + torch.exp(-22 * (orient - 0.8)))
+    return qg * qa
+
+
+def qabf(f, a, b, edges_f=None) -> torch.Tensor:
+    """Qabf (Xydeas & Petrovic): gradient-weighted edge preservation from A and B into F."""
+    ga, aa = _qabf_edges(a)
+    gb, ab = _qabf_edges(b)
+    gf, af = edges_f if edges_f is not None else _qabf_edges(f)
+    qaf = _qabf_preservation(ga, aa, gf, af)
+    qbf = _qabf_preservation(gb, ab, gf, af)
+    return (qaf * ga + qbf * gb).sum((1, 2)) / (ga + gb).sum((1, 2))
+
+
+def _nabf_edges(x: torch.Tensor):
+    gv, gh = _sobel(x, "replicate")  # MATLAB imfilter(x, fspecial('sobel')[']), 'replicate'
+    gh = -gh  # fspecial('sobel') correlates top - bottom
+    g = torch.sqrt(gv * gv + gh * gh)
+    both0 = (gv == 0) & (gh == 0)
+    angle = torch.atan(gv / torch.where(both0, 1.0, gh))  # gh == 0 -> +-inf -> +-pi/2, as MATLAB
+    return g, torch.where(both0, 0.0, angle)
+
+
+def _nabf_preservation(ga, aa, gf, af):
+    zero = (ga == 0) | (gf == 0)
+    ratio = torch.where(ga > gf, gf / ga.clamp_min(1e-300), ga / gf.clamp_min(1e-300))
+    ratio = torch.where(zero, 0.0, ratio)
+    orient = torch.abs(torch.abs(aa - af) - math.pi / 2) * 2 / math.pi
+    qg = 0.9999 / (1 + torch.exp(-19 * (ratio - 0.5)))
+    qa = 0.9995 / (1 + torch.exp(-22 * (orient - 0.5)))
+    return torch.sqrt(qg * qa)
+
+
+def nabf(f, a, b) -> torch.Tensor:
+    """Nabf: Petrovic-Xydeas fusion artifacts, as modified by Shreyamsha Kumar (lower is better).
+
+    Td=2, wt_min=0.001, L=1.5; counts (1-Q) weighted by edge strength where F's gradient exceeds
+    both sources' gradients, i.e. where fusion created edges that are in neither input.
+    """
+    ga, aa = _nabf_edges(a)
+    gb, ab = _nabf_edges(b)
+    gf, af = _nabf_edges(f)
+    qaf = _nabf_preservation(ga, aa, gf, af)
+    qbf = _nabf_preservation(gb, ab, gf, af)
+    wa = torch.where(ga >= 2, ga.pow(1.5), 0.001)
+    wb = torch.where(gb >= 2, gb.pow(1.5), 0.001)
+    artifact = (gf > ga) & (gf > gb)
+    num = torch.where(artifact, (1 - qaf) * wa + (1 - qbf) * wb, 0.0).sum((1, 2))
+    return num / (wa + wb).sum((1, 2))
+
+
+# ----------------------------------------------------------------- all at once
+
+
+def fusion_metrics(f, a, b, convention: str = "cddfuse", metrics=None) -> dict[str, torch.Tensor]:
+    """Selected metrics of a batch of gray float64 images [B, H, W] (0..255); each value is [B].
+
+    a = infrared, b = visible, f = fused. Intermediate results shared between metrics are computed
+    once.
+    """
+    check_convention(convention)
+    names = check_metrics(metrics)
+    if not (f.shape == a.shape == b.shape):
+        raise ValueError(f"image sizes differ: fused {tuple(f.shape)}, ir {tuple(a.shape)}, vi {tuple(b.shape)}")
+    f, a, b = (t.double() for t in (f, a, b))
+    out: dict[str, torch.Tensor] = {}
+    ssim_stats = None
+    for name in names:
+        if name == "EN":
+            out[name] = entropy(f)
+        elif name == "SD":
+            out[name] = std(f)
+        elif name == "SF":
+            out[name] = spatial_frequency(f)
+        elif name == "AG":
+            out[name] = average_gradient(f, convention)
+        elif name == "MI":
+            out[name] = mutual_information(f, a, b, convention)
+        elif name == "SCD":
+            out[name] = scd(f, a, b)
+        elif name == "VIF":
+            out[name] = vif(f, a, b)
+        elif name == "Qabf":
+            out[name] = qabf(f, a, b)
+        elif name in ("SSIM", "SSIM255"):
+            if ssim_stats is None:
+                ssim_stats = (_box_sum7(f), _box_sum7(f * f))
+            data_range = 255.0 if name == "SSIM255" else (2.0 if convention == "cddfuse" else 255.0)
+            s = ssim_pair_sum(f, a, b, data_range, ssim_stats)
+            out[name] = s / 2 if convention == "matlab" else s
+        elif name == "CC":
+            out[name] = correlation(f, a, b)
+        elif name == "MSE":
+            out[name] = mse(f, a, b)
+        elif name == "PSNR":
+            out[name] = psnr(f, a, b, out.get("MSE"))
+        elif name == "Nabf":
+            out[name] = nabf(f, a, b)
+    return out
