@@ -1,0 +1,1 @@
+"""Networks: depth, denoiser, text/CLIP, captioner, detector and fusion/ (imported where used)."""

@@ -1,0 +1,212 @@
+"""The fusion-network contract every preset implements, and the helpers around it.
+
+A `FusionNet` takes IR [B,1,H,W] and VIS RGB [B,3,H,W] in [0,1] (plus, for text-guided presets, a
+text dict) and returns [B,out_channels,H,W] in [0,1]. Nets with `out_channels == 1` fuse luminance
+only: the output is the fused Y and colour comes back from the visible image's CbCr (this is how
+most published methods keep colour without learning it). Nets with `out_channels == 3` produce RGB
+directly. `fuse_rgb` hides that difference, and the padding to `net.multiple`, from callers.
+
+Presets register themselves with `@register_fusion_model("name")`; `build_fusion_model` finds a
+preset that is not registered yet by importing `fusionlab.models.fusion.<name>`, so nothing is
+imported until it is used. Saved models are a folder of safetensors + JSON config
+(`fusionlab.artifacts.save_model`), and the config holds everything `build_fusion_model` needs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusionlab.errors import ConfigError, PipelineError
+
+ARTIFACT_KIND = "fusion"
+_REGISTRY: dict[str, type["FusionNet"]] = {}
+_KNOWN_MODULES = ("baseline", "ldnf", "text2pixels", "ldfusion", "tgif")
+
+
+class FusionNet(nn.Module):
+    """Base class of every fusion network.
+
+    Class attributes a subclass may override:
+      out_channels: 1 = fused Y (colour from VIS CbCr), 3 = native RGB.
+      needs_text: True if `forward` requires `text` (a dict with "pooled" [B,D], "tokens" [B,L,D],
+        "mask" [B,L], as returned by stage 3's EmbeddingCache / ClipEncoder).
+      multiple: inputs are padded to a multiple of this (e.g. 8 for a net that downsamples 3x).
+    `config` is set by `build_fusion_model` to the dict that rebuilds the net.
+    """
+
+    out_channels: int = 1
+    needs_text: bool = False
+    multiple: int = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config: dict = {}
+
+    def forward(self, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def luma(vi: torch.Tensor) -> torch.Tensor:
+        """Y (BT.601, as the YCbCr colour path uses) of an RGB batch; 1-channel input passes through."""
+        return vi if vi.shape[1] == 1 else rgb_to_y(vi)
+
+
+def rgb_to_y(rgb: torch.Tensor) -> torch.Tensor:
+    """[B,3,H,W] RGB -> [B,1,H,W] luminance, the same Y that `fusionlab.data.colour` produces."""
+    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def register_fusion_model(name: str):
+    """Class decorator: make `cls` buildable as `build_fusion_model({"name": name, ...})`."""
+
+    def deco(cls: type[FusionNet]) -> type[FusionNet]:
+        if not (isinstance(cls, type) and issubclass(cls, FusionNet)):
+            raise TypeError(f"@register_fusion_model('{name}') must decorate a FusionNet subclass")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"fusion model '{name}' is registered twice ({_REGISTRY[name]} and {cls})")
+        _REGISTRY[name] = cls
+        cls.preset_name = name
+        return cls
+
+    return deco
+
+
+def registered_fusion_models() -> list[str]:
+    """Names that `build_fusion_model` accepts (importing the known preset modules first)."""
+    for mod in _KNOWN_MODULES:
+        _try_import(mod)
+    return sorted(_REGISTRY)
+
+
+def _try_import(name: str) -> None:
+    module = f"fusionlab.models.fusion.{name}"
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:  # the module exists but one of its imports is missing
+            raise
+
+
+def _lookup(name: str) -> type[FusionNet]:
+    if name not in _REGISTRY and isinstance(name, str) and name.isidentifier():
+        _try_import(name)
+    if name not in _REGISTRY:
+        known = registered_fusion_models()
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"model.name: unknown fusion model '{name}'.{hint} Known: {', '.join(known)}")
+    return _REGISTRY[name]
+
+
+def build_fusion_model(cfg: dict) -> FusionNet:
+    """Build a net from {"name": <registered name>, **constructor kwargs}."""
+    if not isinstance(cfg, dict) or "name" not in cfg:
+        raise ConfigError(f"model: a fusion model config needs a 'name' key, got {cfg!r}")
+    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    cls = _lookup(cfg["name"])
+    try:
+        net = cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model ({cfg['name']}): bad arguments {sorted(kwargs)}: {exc}") from None
+    net.config = {"name": cfg["name"], **kwargs}
+    return net
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+
+def save_fusion_model(path: str | Path, net: FusionNet, extra: dict | None = None) -> Path:
+    """Write `net` as a fusionlab artifact folder (model.safetensors + config.json).
+
+    `extra` is stored beside the model config (e.g. the preset, training metrics) and ignored
+    when loading.
+    """
+    from fusionlab.artifacts import save_model
+
+    if not net.config.get("name"):
+        raise ValueError("save_fusion_model: the net has no config; create it with build_fusion_model")
+    config = {"kind": ARTIFACT_KIND, "model": dict(net.config), **(extra or {})}
+    return save_model(path, net, config)
+
+
+def load_fusion_model(path: str | Path, map_location: str | torch.device = "cpu") -> FusionNet:
+    """Rebuild a net saved by `save_fusion_model` (or any `save_model` folder whose config has
+    a "model" dict with a "name"), in eval mode."""
+    from fusionlab.artifacts import load_model_files
+
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(
+            f"fusion checkpoint '{path}' does not exist; pass the 'fusion/' folder a stage-4 run wrote"
+        )
+    config, state = load_model_files(path, what="fusion checkpoint")
+    model_cfg = config.get("model", config)
+    if not isinstance(model_cfg, dict) or "name" not in model_cfg:
+        raise PipelineError(f"fusion checkpoint '{path}/config.json' has no model name; it is not a fusion model")
+    net = build_fusion_model(model_cfg)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise PipelineError(
+            f"fusion checkpoint '{path}' does not match model '{model_cfg['name']}': "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}; re-export it with this fusionlab version"
+        )
+    return net.to(map_location).eval()
+
+
+# ----------------------------------------------------------------------------- inference helpers
+
+
+def pad_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad [B,C,H,W] on the bottom/right to a multiple of `multiple`; returns (padded, (H, W)).
+
+    Reflection avoids the dark border a zero pad would teach the net; a side too small to
+    reflect falls back to edge replication.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (h, w)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
+
+
+def unpad(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Undo `pad_multiple`."""
+    return x[..., : size[0], : size[1]]
+
+
+def restore_colour(fused: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """RGB image from a fused Y [B,1,H,W] and the visible image's chroma (YCbCr)."""
+    from fusionlab.data.colour import rgb_to_ycbcr, ycbcr_to_rgb
+
+    ycbcr = rgb_to_ycbcr(vi)
+    return ycbcr_to_rgb(torch.cat([fused, ycbcr[:, 1:]], dim=1)).clamp(0.0, 1.0)
+
+
+def fuse_rgb(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None) -> torch.Tensor:
+    """Run `net` at any input size and return RGB [B,3,H,W] in [0,1].
+
+    Pads to `net.multiple` and crops back, and restores colour for Y-only nets.
+    """
+    if net.needs_text and text is None:
+        raise ConfigError(
+            f"fusion model '{net.config.get('name', type(net).__name__)}' needs text at inference; "
+            "pass captions (fuse --captions FILE) or embeddings"
+        )
+    multiple = int(getattr(net, "multiple", 1) or 1)
+    ir_p, size = pad_multiple(ir, multiple)
+    vi_p, _ = pad_multiple(vi, multiple)
+    out = unpad(net(ir_p, vi_p, text), size).float()
+    if out.shape[1] == 1:
+        return restore_colour(out.clamp(0.0, 1.0), vi.float())
+    return out.clamp(0.0, 1.0)
