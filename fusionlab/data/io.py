@@ -97,8 +97,8 @@ def to_unit_float(arr: np.ndarray, *, stretch_16bit: bool = False) -> np.ndarray
         return arr.astype(np.float32) / 255.0
     x = arr.astype(np.float32)
     if stretch_16bit:
-        lo, hi = np.percentile(x, (0.5, 99.5))
-        return np.clip((x - lo) / max(hi - lo, 1.0), 0.0, 1.0)
+        lo, hi = (float(v) for v in np.percentile(x, (0.5, 99.5)))
+        return np.clip((x - lo) / max(hi - lo, 1.0), 0.0, 1.0).astype(np.float32)
     return x / 65535.0
 
 
