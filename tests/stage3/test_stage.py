@@ -1,0 +1,82 @@
+"""Stage 3 end to end on tiny synthetic data: outputs, depth words, rerun = zero encoder calls."""
+
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from fusionlab.cache import EmbeddingCache
+from fusionlab.models.text import ClipEncoder
+from fusionlab.stages import captions as stage
+from fusionlab.stages.base import StageContext, WandbSettings
+
+
+def _ctx(out):
+    return StageContext(name="captions", out_dir=out, outputs=stage.OUTPUTS, wandb=WandbSettings(enabled=False))
+
+
+def _count_encoder_calls(monkeypatch):
+    calls = {"text": 0, "image": 0}
+    text, image = ClipEncoder.encode_text, ClipEncoder.encode_image
+
+    def counting_text(self, texts):
+        calls["text"] += 1
+        return text(self, texts)
+
+    def counting_image(self, x):
+        calls["image"] += 1
+        return image(self, x)
+
+    monkeypatch.setattr(ClipEncoder, "encode_text", counting_text)
+    monkeypatch.setattr(ClipEncoder, "encode_image", counting_image)
+    return calls
+
+
+def test_stage_writes_outputs_and_rerun_is_a_cache_hit(tmp_path, stage_config, monkeypatch):
+    out = tmp_path / "captions"
+    cfg = stage.Config.model_validate(stage_config(image_embeddings=True))
+    calls = _count_encoder_calls(monkeypatch)
+    metrics = stage.run(cfg, _ctx(out))
+    assert metrics["captions"] == 6 and metrics["encoded"] == 6 and metrics["cache_hits"] == 0
+    assert metrics["depth_mention_rate"] == 1.0 and metrics["image_encoded"] == 6
+    assert calls["text"] > 0 and calls["image"] > 0
+
+    rows = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"{i:05d}" for i in range(6)]
+    for r in rows:
+        assert r["caption_ir"].startswith("thermal image:") and r["caption_vi"].startswith("visible image:")
+        assert r["caption"].startswith(r["caption_ir"]) and r["caption_vi"] in r["caption"]
+        assert any(f"{w} range" in r["caption_ir"] for w in ("near", "mid", "far"))
+
+    encoder = ClipEncoder.from_config(out / "clip")
+    cache = EmbeddingCache(out / "embeddings")
+    got = cache.get(["00003", "00001"])
+    pooled, tokens, mask = encoder.encode_text([rows[3]["caption"], rows[1]["caption"]])
+    assert torch.allclose(got["pooled"], pooled, atol=1e-5) and torch.equal(got["mask"], mask)
+    assert got["tokens"].shape == (2, encoder.context_length, 32)
+    prompts = load_file(str(out / "prompts.safetensors"))
+    assert set(prompts) == {"ir", "vis", "fused"}
+    assert torch.allclose(prompts["fused"], encoder.encode_text([stage.DEFAULT_PROMPTS["fused"]])[0][0], atol=1e-5)
+    assert EmbeddingCache(out / "embeddings" / "images").get(["00000"])["ir"].shape == (1, 32)
+    page = (out / "captions.html").read_text()
+    assert "thumbs/00000_ir.png" in page and (out / "thumbs" / "00000_ir.png").is_file()
+    assert rows[0]["caption_ir"].split(";")[0] in (out / "captions.md").read_text()
+
+    calls["text"] = calls["image"] = 0
+    again = stage.run(cfg, _ctx(out))
+    assert calls == {"text": 0, "image": 0}
+    assert again["encoded"] == 0 and again["cache_hits"] == 6 and again["image_cache_hits"] == 6
+
+
+def test_changed_prompt_set_and_model_recompute(tmp_path, stage_config, monkeypatch):
+    out = tmp_path / "captions"
+    stage.run(stage.Config.model_validate(stage_config(preview=2)), _ctx(out))
+    calls = _count_encoder_calls(monkeypatch)
+    cfg = stage_config(preview=2, prompts={"ir": "a thermal photo"})
+    metrics = stage.run(stage.Config.model_validate(cfg), _ctx(out))
+    assert metrics["encoded"] == 0 and calls["text"] == 1  # only the new prompt set
+    assert list(load_file(str(out / "prompts.safetensors"))) == ["ir"]
+    cfg["model"]["clip"]["seed"] = 1  # other weights: every entry is stale
+    metrics = stage.run(stage.Config.model_validate(cfg), _ctx(out))
+    assert metrics["encoded"] == 6 and metrics["cache_hits"] == 0
+    assert EmbeddingCache(out / "embeddings").encoder["weights_sha256"] == ClipEncoder.from_config(out / "clip").weights_hash
