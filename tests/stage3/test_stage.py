@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import torch
 from safetensors.torch import load_file
 
@@ -68,6 +70,7 @@ def test_stage_writes_outputs_and_rerun_is_a_cache_hit(tmp_path, stage_config, m
     assert again["encoded"] == 0 and again["cache_hits"] == 6 and again["image_cache_hits"] == 6
 
 
+@pytest.mark.slow
 def test_changed_prompt_set_and_model_recompute(tmp_path, stage_config, monkeypatch):
     out = tmp_path / "captions"
     stage.run(stage.Config.model_validate(stage_config(preview=2)), _ctx(out))
@@ -80,3 +83,23 @@ def test_changed_prompt_set_and_model_recompute(tmp_path, stage_config, monkeypa
     metrics = stage.run(stage.Config.model_validate(cfg), _ctx(out))
     assert metrics["encoded"] == 6 and metrics["cache_hits"] == 0
     assert EmbeddingCache(out / "embeddings").encoder["weights_sha256"] == ClipEncoder.from_config(out / "clip").weights_hash
+
+
+def test_cache_command_info_verify_and_repair(tmp_path, stage_config, capsys):
+    from fusionlab.cli import main
+
+    out = tmp_path / "captions"
+    stage.run(stage.Config.model_validate(stage_config(preview=1)), _ctx(out))
+    before = EmbeddingCache(out / "embeddings").get(["00002"])["pooled"]
+    assert main(["cache", "info", str(out)]) == 0
+    assert "entries  6" in capsys.readouterr().out
+    shard = next((out / "embeddings").glob("shard-*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:-7] + b"garbage")
+    assert main(["cache", "verify", str(out / "embeddings")]) == 1
+    assert shard.name in capsys.readouterr().err
+    assert main(["cache", "verify", "--repair", str(out)]) == 0
+    assert "recomputed 6 entries" in capsys.readouterr().out
+    assert main(["cache", "verify", str(out)]) == 0
+    assert torch.allclose(EmbeddingCache(out / "embeddings").get(["00002"])["pooled"], before, atol=1e-6)
+    assert main(["cache", "info", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
