@@ -1,8 +1,8 @@
 """Inspect, generate and preview datasets.
 
-  fusionlab data check DIR                 report pairing problems plus a summary of the pairs
-  fusionlab data synth --out DIR --n N     write synthetic IR/VIS scenes with depth, boxes, descriptions
-  fusionlab data preview DIR --out F.png   write an IR | VIS | depth | boxes grid of a few samples
+fusionlab data check DIR                 report pairing problems plus a summary of the pairs
+fusionlab data synth --out DIR --n N     write synthetic IR/VIS scenes with depth, boxes, descriptions
+fusionlab data preview DIR --out F.png   write an IR | VIS | depth | boxes grid of a few samples
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", metavar="DIR", help="dataset folder (any supported layout)")
     p.add_argument("--format", choices=FORMATS, default="auto", help="layout (default: detect)")
     p.add_argument("--split", default=None, help="sub-folder such as train or test, when the layout has one")
-    p.add_argument("--on-size-mismatch", choices=("error", "resize", "crop"), default="error",
-                   help="what to do with partners of different sizes")
+    p.add_argument(
+        "--on-size-mismatch",
+        choices=("error", "resize", "crop"),
+        default="error",
+        help="what to do with partners of different sizes",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,8 +63,10 @@ def main(args: argparse.Namespace) -> int:
 
         start = time.perf_counter()
         out = generate(args.out, args.n, args.seed, args.size, progress=sys.stderr.isatty())
-        print(f"wrote {args.n} scenes ({args.size[0]}x{args.size[1]}, seed {args.seed}) to {out} "
-              f"in {time.perf_counter() - start:.1f} s")
+        print(
+            f"wrote {args.n} scenes ({args.size[0]}x{args.size[1]}, seed {args.seed}) to {out} "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
         return 0
     from fusionlab.data.preview import write_preview
 

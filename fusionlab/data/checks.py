@@ -87,7 +87,9 @@ class CheckReport:
             more = f" and {len(self.sizes) - 5} more" if len(self.sizes) > 5 else ""
             ws = [w for w, _ in self.sizes]
             hs = [h for _, h in self.sizes]
-            lines.append(f"sizes    {len(self.sizes)} distinct (W x H {min(ws)}-{max(ws)} x {min(hs)}-{max(hs)}): {common}{more}")
+            lines.append(
+                f"sizes    {len(self.sizes)} distinct (W x H {min(ws)}-{max(ws)} x {min(hs)}-{max(hs)}): {common}{more}"
+            )
         lines.append(f"extras   depth {self.with_depth}, labels {self.with_labels}, captions {self.with_captions}")
         if self.deep:
             for mod in ("ir", "vi"):

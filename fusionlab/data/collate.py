@@ -17,9 +17,7 @@ def collate_samples(samples: list[Sample]) -> dict:
     sizes = {s.size for s in samples}
     if len(sizes) > 1:
         listed = ", ".join(f"{s.id} {s.size[1]}x{s.size[0]}" for s in samples[:4])
-        raise DataError(
-            f"cannot batch images of different sizes ({listed}); set data.crop_size or use batch_size 1"
-        )
+        raise DataError(f"cannot batch images of different sizes ({listed}); set data.crop_size or use batch_size 1")
     batch = {
         "id": [s.id for s in samples],
         "ir": torch.stack([s.ir for s in samples]),

@@ -26,14 +26,18 @@ def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
     return kornia.color.ycbcr_to_rgb(x).clamp(0.0, 1.0)
 
 
-def fuse_on_y(net_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+def fuse_on_y(
+    net_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ir: torch.Tensor, vi: torch.Tensor
+) -> torch.Tensor:
     """Run `net_fn(ir [B,1,H,W], vi_y [B,1,H,W]) -> fused_y [B,1,H,W]` and return RGB [B,3,H,W]."""
     ycbcr = rgb_to_ycbcr(vi)
     fused_y = net_fn(ir, ycbcr[:, :1])
     return ycbcr_to_rgb(torch.cat([fused_y, ycbcr[:, 1:]], 1))
 
 
-def fuse_rgb(net_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+def fuse_rgb(
+    net_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ir: torch.Tensor, vi: torch.Tensor
+) -> torch.Tensor:
     """Native RGB path: `net_fn(ir [B,1,H,W], vi [B,3,H,W]) -> rgb [B,3,H,W]`, clamped to [0,1]."""
     out = net_fn(ir, vi)
     if out.shape[1] != 3:

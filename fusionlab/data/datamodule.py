@@ -125,8 +125,12 @@ class FusionDataModule(L.LightningDataModule):
         """Whole images of the validation/eval split, in a fixed order."""
         self.setup()
         if not len(self.val_set):
-            raise DataError(f"the validation split of '{self.cfg.root}' is empty; raise data.val_fraction or set data.val_root")
-        return self._loader(self.val_set, batch_size=self._batch_size(self.val_set, False), shuffle=False, seed_offset=1)
+            raise DataError(
+                f"the validation split of '{self.cfg.root}' is empty; raise data.val_fraction or set data.val_root"
+            )
+        return self._loader(
+            self.val_set, batch_size=self._batch_size(self.val_set, False), shuffle=False, seed_offset=1
+        )
 
     def val_dataloader(self):
         return self.eval_dataloader()

@@ -29,8 +29,16 @@ SIZE_POLICIES = ("error", "resize", "crop")
 class PairDataset(torch.utils.data.Dataset):
     """Aligned IR/VIS pairs. `ids`, `classes` and `report` describe what was found."""
 
-    def __init__(self, layout: Layout, records: list[PairRecord], boxes: dict, sizes: dict, report: CheckReport,
-                 classes: list[str], on_size_mismatch: str = "error"):
+    def __init__(
+        self,
+        layout: Layout,
+        records: list[PairRecord],
+        boxes: dict,
+        sizes: dict,
+        report: CheckReport,
+        classes: list[str],
+        on_size_mismatch: str = "error",
+    ):
         self.layout = layout
         self.records = records
         self._boxes = boxes  # id -> float32 [N,5] (only for datasets with annotations)
@@ -132,8 +140,16 @@ def _parse_boxes(rec: PairRecord, classes: ClassIndex, n_fixed: int | None, vi_s
     return read_kaist(rec.labels, classes, w, h)
 
 
-def open_dataset(root, format: str = "auto", split: str | None = None, on_size_mismatch: str = "error", *,
-                 classes: list[str] | None = None, deep: bool = False, strict: bool = True) -> PairDataset:
+def open_dataset(
+    root,
+    format: str = "auto",
+    split: str | None = None,
+    on_size_mismatch: str = "error",
+    *,
+    classes: list[str] | None = None,
+    deep: bool = False,
+    strict: bool = True,
+) -> PairDataset:
     """Open the pairs under `root` (any supported layout), skipping and listing bad files.
 
     Raises DataError when nothing usable is left, or (with `strict`) when partners differ in size
@@ -160,9 +176,13 @@ def open_dataset(root, format: str = "auto", split: str | None = None, on_size_m
             continue
         if size["ir"] != size["vi"] or (size["depth"] is not None and size["depth"] != size["vi"]):
             other, other_size = (rec.ir, size["ir"]) if size["ir"] != size["vi"] else (rec.depth, size["depth"])
-            msg = (f"'{other}' is {other_size[0]}x{other_size[1]} but its partner '{rec.vi}' is "
-                   f"{size['vi'][0]}x{size['vi'][1]}")
-            report.add("size_mismatch", other, msg + ("" if on_size_mismatch == "error" else f"; fixed by {on_size_mismatch}"))
+            msg = (
+                f"'{other}' is {other_size[0]}x{other_size[1]} but its partner '{rec.vi}' is "
+                f"{size['vi'][0]}x{size['vi'][1]}"
+            )
+            report.add(
+                "size_mismatch", other, msg + ("" if on_size_mismatch == "error" else f"; fixed by {on_size_mismatch}")
+            )
             mismatched.append(msg)
         if rec.labels is not None:
             try:
@@ -194,7 +214,9 @@ def open_dataset(root, format: str = "auto", split: str | None = None, on_size_m
             "resize (IR and depth scaled to the visible size) or crop (all centre-cropped to the common size)"
         )
     if report.problems and strict:
-        log.warning("%s: %d problem(s), bad files skipped:\n%s", root, len(report.problems), "\n".join(report.problem_lines(10)))
+        log.warning(
+            "%s: %d problem(s), bad files skipped:\n%s", root, len(report.problems), "\n".join(report.problem_lines(10))
+        )
     return dataset
 
 

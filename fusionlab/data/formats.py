@@ -24,7 +24,12 @@ from fusionlab.data.labels import ClassIndex
 from fusionlab.errors import DataError
 
 FORMATS = ("generic", "llvip", "m3fd", "kaist")
-MODALITY_DIRS = {"generic": ("ir", "vi"), "llvip": ("infrared", "visible"), "m3fd": ("ir", "vis"), "kaist": ("lwir", "visible")}
+MODALITY_DIRS = {
+    "generic": ("ir", "vi"),
+    "llvip": ("infrared", "visible"),
+    "m3fd": ("ir", "vis"),
+    "kaist": ("lwir", "visible"),
+}
 LAYOUT_HELP = (
     "expected ir/ + vi/ (generic: TNO, RoadScene, MSRS, synthetic), infrared/ + visible/ (LLVIP), "
     "Ir/ + Vis/ (M3FD) or <set>/<video>/lwir/ + visible/ (KAIST)"
@@ -113,7 +118,9 @@ def layout_error(root: Path, expected: str | None = None) -> DataError:
         )
     hint = ""
     ir_guess = next((n for n in kids if n in IR_NAMES or difflib.get_close_matches(n, IR_NAMES, 1, 0.75)), None)
-    vi_guess = next((n for n in kids if n != ir_guess and (n in VI_NAMES or difflib.get_close_matches(n, VI_NAMES, 1, 0.75))), None)
+    vi_guess = next(
+        (n for n in kids if n != ir_guess and (n in VI_NAMES or difflib.get_close_matches(n, VI_NAMES, 1, 0.75))), None
+    )
     if ir_guess and vi_guess:
         hint = f"; rename {kids[ir_guess].name}/ -> ir/ and {kids[vi_guess].name}/ -> vi/ for the generic layout"
     elif ir_guess:
@@ -174,12 +181,14 @@ def _read_captions(path: Path, report: CheckReport) -> dict[str, str]:
             row = json.loads(line)
             captions[str(row["id"])] = str(row["caption"])
         except (json.JSONDecodeError, KeyError, TypeError):
-            report.add("captions", path, f"'{path}' line {n} is not {{\"id\": ..., \"caption\": ...}}; ignored")
+            report.add("captions", path, f'\'{path}\' line {n} is not {{"id": ..., "caption": ...}}; ignored')
     return captions
 
 
 def _pairs(ir_dir: Path, vi_dir: Path, report: CheckReport, recursive: bool = False):
-    return pair_by_stem(_nonempty_images(ir_dir, recursive), _nonempty_images(vi_dir, recursive), report, ir_dir, vi_dir)
+    return pair_by_stem(
+        _nonempty_images(ir_dir, recursive), _nonempty_images(vi_dir, recursive), report, ir_dir, vi_dir
+    )
 
 
 def _scan_generic(base: Path, _split, report: CheckReport) -> Layout:
@@ -193,7 +202,9 @@ def _scan_generic(base: Path, _split, report: CheckReport) -> Layout:
         PairRecord(stem, ir, vi, depth.get(stem), labels.get(stem), "yolo" if stem in labels else None)
         for stem, ir, vi in _pairs(ir_dir, vi_dir, report)
     ]
-    return Layout("generic", base, records, ClassIndex(names, fixed=bool(names)), _read_captions(base / "captions.jsonl", report))
+    return Layout(
+        "generic", base, records, ClassIndex(names, fixed=bool(names)), _read_captions(base / "captions.jsonl", report)
+    )
 
 
 def _scan_llvip(base: Path, split: str | None, report: CheckReport) -> Layout:
@@ -224,7 +235,11 @@ def _scan_m3fd(base: Path, _split, report: CheckReport) -> Layout:
         fmt = "yolo" if stem in yolo else "voc" if stem in voc else None
         records.append(PairRecord(stem, ir, vi, None, yolo.get(stem) or voc.get(stem), fmt))
     classes_file = base / "classes.txt"
-    names = [n.strip() for n in classes_file.read_text().splitlines() if n.strip()] if classes_file.is_file() else M3FD_CLASSES
+    names = (
+        [n.strip() for n in classes_file.read_text().splitlines() if n.strip()]
+        if classes_file.is_file()
+        else M3FD_CLASSES
+    )
     return Layout("m3fd", base, records, ClassIndex(names, fixed=True))
 
 
@@ -247,12 +262,18 @@ def _scan_kaist(base: Path, _split, report: CheckReport) -> Layout:
         rel_parts = rel.parts[1:] if rel.parts and rel.parts[0].lower() == "images" else rel.parts
         prefix = "_".join(rel_parts)
         notes = {}
-        for cand in ([ann_root / Path(*rel_parts)] if ann_root is not None and rel_parts else []) + [video / "annotations"]:
+        for cand in ([ann_root / Path(*rel_parts)] if ann_root is not None and rel_parts else []) + [
+            video / "annotations"
+        ]:
             notes.update(_by_stem(cand, (".txt",)))
         depth = _by_stem(video / "depth", (".png",))
         for stem, ir, vi in _pairs(lwir, vis, report):
             rid = f"{prefix}_{stem}" if prefix else stem
-            records.append(PairRecord(rid, ir, vi, depth.get(stem), notes.get(stem), "kaist" if stem in notes else None))
+            records.append(
+                PairRecord(rid, ir, vi, depth.get(stem), notes.get(stem), "kaist" if stem in notes else None)
+            )
     if not records:
         raise DataError(f"'{base}': no KAIST lwir/ + visible/ pairs found; {LAYOUT_HELP}")
-    return Layout("kaist", base, records, ClassIndex(KAIST_CLASSES, aliases={"person?": "person", "person?a": "person"}))
+    return Layout(
+        "kaist", base, records, ClassIndex(KAIST_CLASSES, aliases={"person?": "person", "person?a": "person"})
+    )

@@ -45,16 +45,31 @@ def preview_grid(dataset, n: int = 4, tile_height: int = 128) -> torch.Tensor:
     width = None
     for i in range(min(n, len(dataset))):
         s = dataset[i]
-        tiles = [s.ir.expand(3, -1, -1), s.vi, _depth_tile(s.depth, s.size), _boxes_tile(s.vi, s.boxes, dataset.classes)]
+        tiles = [
+            s.ir.expand(3, -1, -1),
+            s.vi,
+            _depth_tile(s.depth, s.size),
+            _boxes_tile(s.vi, s.boxes, dataset.classes),
+        ]
         if width is None:
             width = round(s.size[1] * tile_height / s.size[0])
-        tiles = [F.interpolate(t[None].float(), size=(tile_height, width), mode="bilinear", align_corners=False)[0] for t in tiles]
+        tiles = [
+            F.interpolate(t[None].float(), size=(tile_height, width), mode="bilinear", align_corners=False)[0]
+            for t in tiles
+        ]
         rows.append(torch.cat(tiles, 2))
     return torch.cat(rows, 1).clamp(0, 1)
 
 
-def write_preview(root, out, n: int = 4, format: str = "auto", split: str | None = None,
-                  on_size_mismatch: str = "error", tile_height: int = 128) -> Path:
+def write_preview(
+    root,
+    out,
+    n: int = 4,
+    format: str = "auto",
+    split: str | None = None,
+    on_size_mismatch: str = "error",
+    tile_height: int = 128,
+) -> Path:
     """Open the dataset at `root` and write its preview grid as a PNG to `out`."""
     from fusionlab.data.datasets import open_dataset
     from fusionlab.data.io import write_image

@@ -108,7 +108,9 @@ def _person_parts(u, v, look):
     stride = look["stride"]
     head = _ellipse(u, v, 0.5, 0.07, 0.16, 0.07)
     torso = (np.abs(u - 0.5) < 0.3) & (v >= 0.13) & (v < 0.56)
-    legs = (v >= 0.56) & ((np.abs(u - 0.5 + 0.12 + stride * (v - 0.56)) < 0.1) | (np.abs(u - 0.5 - 0.12 - stride * (v - 0.56)) < 0.1))
+    legs = (v >= 0.56) & (
+        (np.abs(u - 0.5 + 0.12 + stride * (v - 0.56)) < 0.1) | (np.abs(u - 0.5 - 0.12 - stride * (v - 0.56)) < 0.1)
+    )
     return {"head": head, "torso": torso & ~head, "legs": legs}
 
 
@@ -159,8 +161,9 @@ class _Scene:
     def __init__(self, rng: np.random.Generator, size: tuple[int, int], night: bool):
         W, H = size
         self.rng, self.night = rng, night
-        self.cam = Camera(W, H, horizon=H * rng.uniform(0.36, 0.46), focal=W * rng.uniform(0.9, 1.1),
-                          cam_height=rng.uniform(1.3, 1.7))
+        self.cam = Camera(
+            W, H, horizon=H * rng.uniform(0.36, 0.46), focal=W * rng.uniform(0.9, 1.1), cam_height=rng.uniform(1.3, 1.7)
+        )
         self.road_half = rng.uniform(3.2, 4.8)
         self.curve = rng.uniform(-0.004, 0.004)  # road centre x = curve * z^2
         self.ambient = rng.uniform(0.05, 0.09) if night else 1.0
@@ -183,7 +186,7 @@ class _Scene:
         total = self.ambient + np.zeros_like(z)
         for lx, lz in self.lamps:
             total = total + 0.9 * np.exp(-((x - lx) ** 2 + (z - lz) ** 2) / (2 * 5.0**2))
-        beam = np.exp(-(x / (0.3 * z + 1.0)) ** 2) * np.minimum(1.0, (7.0 / np.maximum(z, 1e-3)) ** 2)
+        beam = np.exp(-((x / (0.3 * z + 1.0)) ** 2)) * np.minimum(1.0, (7.0 / np.maximum(z, 1e-3)) ** 2)
         return total + 1.1 * beam
 
     def road_centre(self, z):
@@ -206,7 +209,7 @@ class _Scene:
         self.skyline()
         # ground plane
         zrow = cam.ground_depth()
-        ground = (rows[:, 0] > cam.horizon)
+        ground = rows[:, 0] > cam.horizon
         zg = np.where(ground, np.maximum(zrow, 0) + np.where(zrow == 0, MAX_DEPTH_M * 2, 0), 1.0)[:, None]
         xg = (np.arange(W, dtype=np.float64)[None, :] + 0.5 - W / 2) * zg / cam.focal
         lat = xg - self.road_centre(zg)
@@ -291,7 +294,12 @@ class _Scene:
         if not mask.any():
             return
         rows, cols = np.nonzero(mask)
-        thing.box = (sl[1].start + cols.min(), sl[0].start + rows.min(), sl[1].start + cols.max() + 1, sl[0].start + rows.max() + 1)
+        thing.box = (
+            sl[1].start + cols.min(),
+            sl[0].start + rows.min(),
+            sl[1].start + cols.max() + 1,
+            sl[0].start + rows.max() + 1,
+        )
         if thing.cls == "sign":  # pole below the plate, then the plate
             self.pole(thing.x, thing.z + 0.01, lift, 0.08)
         ir_bg = float(np.median(self.ir[sl][mask]))
@@ -333,8 +341,13 @@ class _Scene:
             else:
                 temp = {"cabin": 0.55, "glass": 0.3, "body": 0.6, "lights": 0.72, "wheels": 0.78}[part]
                 temp += 0.12 if (part == "body" and look["front"]) else 0.0  # engine heat
-            albedo = {"cabin": look["paint"], "glass": (0.08, 0.1, 0.12), "body": look["paint"],
-                      "lights": (0.8, 0.8, 0.8) if look["front"] else (0.6, 0.05, 0.05), "wheels": (0.04, 0.04, 0.04)}[part]
+            albedo = {
+                "cabin": look["paint"],
+                "glass": (0.08, 0.1, 0.12),
+                "body": look["paint"],
+                "lights": (0.8, 0.8, 0.8) if look["front"] else (0.6, 0.05, 0.05),
+                "wheels": (0.04, 0.04, 0.04),
+            }[part]
             emit = zero
             if part == "lights" and not look["cold"] and night:
                 emit = (1.0, 1.0, 0.95) if look["front"] else (0.9, 0.08, 0.05)
@@ -405,10 +418,13 @@ def _plan(scene: _Scene) -> list[Thing]:
             hidden = night and rng.random() < 0.5
             x = dark_spot_x(z) if hidden else float(scene.road_centre(z)) + rng.uniform(-R - 2.5, R + 2.5)
             dark = hidden or rng.random() < 0.3
-            look = {"stride": rng.uniform(-0.15, 0.15), "warmth": rng.uniform(-0.04, 0.04),
-                    "skin": tuple(rng.uniform([0.5, 0.35, 0.25], [0.85, 0.65, 0.55])),
-                    "clothes": tuple(rng.uniform(0.03, 0.08, 3)) if dark else tuple(rng.uniform(0.2, 0.9, 3)),
-                    "trousers": tuple(rng.uniform(0.03, 0.1, 3)) if dark else tuple(rng.uniform(0.1, 0.5, 3))}
+            look = {
+                "stride": rng.uniform(-0.15, 0.15),
+                "warmth": rng.uniform(-0.04, 0.04),
+                "skin": tuple(rng.uniform([0.5, 0.35, 0.25], [0.85, 0.65, 0.55])),
+                "clothes": tuple(rng.uniform(0.03, 0.08, 3)) if dark else tuple(rng.uniform(0.2, 0.9, 3)),
+                "trousers": tuple(rng.uniform(0.03, 0.1, 3)) if dark else tuple(rng.uniform(0.1, 0.5, 3)),
+            }
             if hidden:
                 look["skin"] = tuple(np.array(look["skin"]) * 0.3)
             thing = Thing("person", x, z, look)
@@ -417,29 +433,54 @@ def _plan(scene: _Scene) -> list[Thing]:
             kind = rng.choice(["ahead", "oncoming", "parked"], p=[0.35, 0.35, 0.3])
             lane = {"ahead": R / 2, "oncoming": -R / 2, "parked": rng.choice([-1, 1]) * (R + 1.0)}[kind]
             x = float(scene.road_centre(z)) + lane + rng.uniform(-0.3, 0.3)
-            look = {"cold": kind == "parked", "front": kind == "oncoming", "headlights": kind == "oncoming",
-                    "paint": tuple(rng.uniform(0.1, 0.8, 3))}
+            look = {
+                "cold": kind == "parked",
+                "front": kind == "oncoming",
+                "headlights": kind == "oncoming",
+                "paint": tuple(rng.uniform(0.1, 0.8, 3)),
+            }
             thing = Thing("car", x, z, look)
         elif cls == "animal":
             z = rng.uniform(7, 30)
             x = float(scene.road_centre(z)) + rng.choice([-1, 1]) * (R + rng.uniform(0.5, 4.0))
-            look = {"facing_left": bool(rng.random() < 0.5), "warmth": rng.uniform(-0.05, 0.03),
-                    "fur": tuple(rng.uniform([0.25, 0.17, 0.08], [0.45, 0.32, 0.18]))}
+            look = {
+                "facing_left": bool(rng.random() < 0.5),
+                "warmth": rng.uniform(-0.05, 0.03),
+                "fur": tuple(rng.uniform([0.25, 0.17, 0.08], [0.45, 0.32, 0.18])),
+            }
             thing = Thing("animal", x, z, look)
         else:
             z = rng.uniform(7, 35)
             x = float(scene.road_centre(z)) + rng.choice([-1, 1]) * (R + rng.uniform(0.6, 1.5))
-            face, rim = [(0.95, 0.95, 0.95), (0.85, 0.1, 0.1)] if rng.random() < 0.5 else [(0.1, 0.25, 0.8), (0.9, 0.9, 0.9)]
-            look = {"shape": str(rng.choice(["circle", "triangle", "diamond"])), "lift": rng.uniform(1.6, 2.2),
-                    "face": face, "rim": rim}
+            face, rim = (
+                [(0.95, 0.95, 0.95), (0.85, 0.1, 0.1)] if rng.random() < 0.5 else [(0.1, 0.25, 0.8), (0.9, 0.9, 0.9)]
+            )
+            look = {
+                "shape": str(rng.choice(["circle", "triangle", "diamond"])),
+                "lift": rng.uniform(1.6, 2.2),
+                "face": face,
+                "rim": rim,
+            }
             thing = Thing("sign", x, z, look)
         if place(thing) and cls == "car" and thing.look["headlights"] and night and rng.random() < 0.7:
             # a pedestrian beside the oncoming car, drowned in its glare in VIS, plain in IR
             zp = thing.z - rng.uniform(0.5, 2.0)
             xp = thing.x + rng.choice([-1, 1]) * rng.uniform(1.25, 1.6)
-            place(Thing("person", xp, zp, {"stride": rng.uniform(-0.15, 0.15), "warmth": 0.0,
-                                           "skin": (0.6, 0.45, 0.35), "clothes": tuple(rng.uniform(0.05, 0.3, 3)),
-                                           "trousers": (0.08, 0.08, 0.1), "glare": True}))
+            place(
+                Thing(
+                    "person",
+                    xp,
+                    zp,
+                    {
+                        "stride": rng.uniform(-0.15, 0.15),
+                        "warmth": 0.0,
+                        "skin": (0.6, 0.45, 0.35),
+                        "clothes": tuple(rng.uniform(0.05, 0.3, 3)),
+                        "trousers": (0.08, 0.08, 0.1),
+                        "glare": True,
+                    },
+                )
+            )
     return things
 
 
@@ -489,21 +530,40 @@ def render(seed_or_rng, size: tuple[int, int] = (160, 128), night: bool | None =
     ir, vi = scene.finish()
     _measure_visibility(things, scene.instance, ir, vi)
     boxes = np.array(
-        [[CLASSES.index(things[k].cls), (things[k].box[0] + things[k].box[2]) / 2 / W, (things[k].box[1] + things[k].box[3]) / 2 / H,
-          (things[k].box[2] - things[k].box[0]) / W, (things[k].box[3] - things[k].box[1]) / H] for k in drawn],
+        [
+            [
+                CLASSES.index(things[k].cls),
+                (things[k].box[0] + things[k].box[2]) / 2 / W,
+                (things[k].box[1] + things[k].box[3]) / 2 / H,
+                (things[k].box[2] - things[k].box[0]) / W,
+                (things[k].box[3] - things[k].box[1]) / H,
+            ]
+            for k in drawn
+        ],
         np.float32,
     ).reshape(-1, 5)
     description = {
         "time_of_day": "night" if night else "day",
-        "camera": {"width": W, "height": H, "horizon_y": round(scene.cam.horizon, 3), "focal_px": round(scene.cam.focal, 3),
-                   "height_m": round(scene.cam.cam_height, 3)},
+        "camera": {
+            "width": W,
+            "height": H,
+            "horizon_y": round(scene.cam.horizon, 3),
+            "focal_px": round(scene.cam.focal, 3),
+            "height_m": round(scene.cam.cam_height, 3),
+        },
         "road": {"half_width_m": round(scene.road_half, 2), "curvature": round(scene.curve, 5)},
         "street_lights": [{"lateral_m": round(x, 2), "distance_m": round(z, 2), "lit": night} for x, z in scene.lamps],
         "objects": [
-            {"class": things[k].cls, "box": [round(float(v), 5) for v in boxes[i, 1:]],
-             "box_px": [int(v) for v in things[k].box], "distance_m": round(things[k].z, 2),
-             "lateral_m": round(things[k].x, 2), "side": _side(scene, things[k]),
-             "state": _state(things[k]), "visible_in": things[k].visible_in}
+            {
+                "class": things[k].cls,
+                "box": [round(float(v), 5) for v in boxes[i, 1:]],
+                "box_px": [int(v) for v in things[k].box],
+                "distance_m": round(things[k].z, 2),
+                "lateral_m": round(things[k].x, 2),
+                "side": _side(scene, things[k]),
+                "state": _state(things[k], night),
+                "visible_in": things[k].visible_in,
+            }
             for i, k in enumerate(drawn)
         ],
     }
@@ -513,9 +573,11 @@ def render(seed_or_rng, size: tuple[int, int] = (160, 128), night: bool | None =
     return {"ir": ir, "vi": vi, "depth": scene.depth, "instance": instance, "boxes": boxes, "scene": description}
 
 
-def _state(t: Thing) -> str:
+def _state(t: Thing, night: bool) -> str:
     if t.cls == "car":
-        return "parked, cold" if t.look["cold"] else ("oncoming, headlights on" if t.look["front"] else "driving ahead")
+        if t.look["cold"]:
+            return "parked, cold"
+        return ("oncoming, headlights on" if night else "oncoming") if t.look["front"] else "driving ahead"
     if t.cls == "sign":
         return f"{t.look['shape']} sign"
     if t.cls == "person" and t.look.get("glare"):
@@ -526,8 +588,11 @@ def _state(t: Thing) -> str:
 def describe(scene: dict) -> str:
     """A depth-aware sentence about the scene, used as the sample's caption."""
     objs = sorted(scene["objects"], key=lambda o: o["distance_m"])
-    time = "A night-time road scene" + (" lit by street lights" if scene["street_lights"] else " without street lights") \
-        if scene["time_of_day"] == "night" else "A daytime road scene"
+    time = (
+        "A night-time road scene" + (" lit by street lights" if scene["street_lights"] else " without street lights")
+        if scene["time_of_day"] == "night"
+        else "A daytime road scene"
+    )
     parts = []
     for o in objs:
         where = o["side"]
@@ -536,7 +601,8 @@ def describe(scene: dict) -> str:
             note = ", seen only in the thermal image"
         elif o["visible_in"]["vi"] and not o["visible_in"]["ir"]:
             note = ", seen only in the visible image"
-        parts.append(f"a {o['class']} ({o['state']}) {where}, about {o['distance_m']:.0f} m away{note}")
+        article = "an" if o["class"][0] in "aeiou" else "a"
+        parts.append(f"{article} {o['class']} ({o['state']}) {where}, about {o['distance_m']:.0f} m away{note}")
     return time + (": " + "; ".join(parts) if parts else " with no road users") + "."
 
 
@@ -569,7 +635,9 @@ def generate(out_dir, n: int, seed: int, size: tuple[int, int] = (160, 128), pro
             r = render(np.random.default_rng([seed, i]), size)
             cv2.imwrite(str(tmp / "ir" / f"{sid}.png"), np.round(r["ir"] * 255).astype(np.uint8))
             cv2.imwrite(str(tmp / "vi" / f"{sid}.png"), np.round(r["vi"][:, :, ::-1] * 255).astype(np.uint8))
-            cv2.imwrite(str(tmp / "depth" / f"{sid}.png"), np.round(np.clip(r["depth"] * 256, 0, 65535)).astype(np.uint16))
+            cv2.imwrite(
+                str(tmp / "depth" / f"{sid}.png"), np.round(np.clip(r["depth"] * 256, 0, 65535)).astype(np.uint16)
+            )
             (tmp / "labels" / f"{sid}.txt").write_text(
                 "".join(f"{int(b[0])} {b[1]:.6f} {b[2]:.6f} {b[3]:.6f} {b[4]:.6f}\n" for b in r["boxes"])
             )
@@ -578,6 +646,18 @@ def generate(out_dir, n: int, seed: int, size: tuple[int, int] = (160, 128), pro
             captions.append(json.dumps({"id": sid, "caption": describe(scene)}))
         (tmp / "classes.txt").write_text("\n".join(CLASSES) + "\n")
         (tmp / "captions.jsonl").write_text("\n".join(captions) + "\n")
-        (tmp / MARKER).write_text(json.dumps({"generator": "fusionlab.data.synth", "version": GENERATOR_VERSION,
-                                              "n": n, "seed": seed, "size": [W, H], "classes": CLASSES}, indent=1) + "\n")
+        (tmp / MARKER).write_text(
+            json.dumps(
+                {
+                    "generator": "fusionlab.data.synth",
+                    "version": GENERATOR_VERSION,
+                    "n": n,
+                    "seed": seed,
+                    "size": [W, H],
+                    "classes": CLASSES,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     return out

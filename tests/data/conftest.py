@@ -27,7 +27,9 @@ def scene(seed: int, h: int = 24, w: int = 32):
     return ir, vi
 
 
-def make_generic(root: Path, n: int = 4, h: int = 24, w: int = 32, *, depth=False, labels=False, captions=False) -> Path:
+def make_generic(
+    root: Path, n: int = 4, h: int = 24, w: int = 32, *, depth=False, labels=False, captions=False
+) -> Path:
     for i in range(n):
         ir, vi = scene(i, h, w)
         write(root / "ir" / f"p{i}.png", ir)

@@ -33,7 +33,9 @@ def test_fused_y_carries_the_infrared_and_keeps_chroma():
     y, cbcr = rgb_to_ycbcr(out)[:, :1], rgb_to_ycbcr(vi)[:, 1:]
     inside = (out > 0.01).all(1, keepdim=True) & (out < 0.99).all(1, keepdim=True)  # no gamut clipping
     assert torch.allclose(y[inside], ir[inside], atol=1e-4)
-    assert torch.allclose(rgb_to_ycbcr(out)[:, 1:][inside.expand(-1, 2, -1, -1)], cbcr[inside.expand(-1, 2, -1, -1)], atol=1e-4)
+    assert torch.allclose(
+        rgb_to_ycbcr(out)[:, 1:][inside.expand(-1, 2, -1, -1)], cbcr[inside.expand(-1, 2, -1, -1)], atol=1e-4
+    )
 
 
 def test_round_trip_and_rgb_path():

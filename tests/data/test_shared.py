@@ -27,8 +27,15 @@ def test_roadscene_splits_and_varying_sizes(datasets):
 
 
 def test_roadscene_datamodule_with_test_as_val_root(datasets):
-    cfg = DataConfig(root=str(datasets / "roadscene"), split="train", val_root=str(datasets / "roadscene"),
-                     val_split="test", crop_size=64, batch_size=4, max_samples=8)
+    cfg = DataConfig(
+        root=str(datasets / "roadscene"),
+        split="train",
+        val_root=str(datasets / "roadscene"),
+        val_split="test",
+        crop_size=64,
+        batch_size=4,
+        max_samples=8,
+    )
     dm = FusionDataModule(cfg)
     batch = next(iter(dm.train_dataloader()))
     assert batch["ir"].shape == (4, 1, 64, 64) and batch["vi"].shape == (4, 3, 64, 64)

@@ -38,7 +38,7 @@ def test_layout_is_read_by_the_generic_reader(synthetic):
     scene = json.loads((synthetic / "scenes" / "00000.json").read_text())
     assert scene["time_of_day"] in ("day", "night")
     assert len(scene["objects"]) == len(s.boxes)
-    for obj, box in zip(scene["objects"], s.boxes):
+    for obj, box in zip(scene["objects"], s.boxes, strict=True):
         assert synth.CLASSES[int(box[0])] == obj["class"]
         assert np.allclose(obj["box"], box[1:].numpy(), atol=1e-5)
         assert set(obj) >= {"distance_m", "side", "visible_in"} and set(obj["visible_in"]) == {"ir", "vi"}
@@ -60,7 +60,7 @@ def test_depth_follows_the_ground_plane_and_grows_toward_the_horizon(synthetic):
         assert match.mean() > 0.9, f"scene {i}: only {match.mean():.2f} of ground pixels follow the plane"
         valid_rows = [y for y in range(48) if np.isfinite(ground[y]) and ground[y] > 0]
         med = [np.median(depth[y][below[y]]) for y in valid_rows if below[y].any()]
-        assert all(a > b for a, b in zip(med, med[1:])), "depth must decrease away from the horizon"
+        assert all(a > b for a, b in zip(med, med[1:], strict=False)), "depth must decrease away from the horizon"
         for k, obj in enumerate(scene["objects"]):  # objects stand at their stated distance
             assert np.allclose(r["depth"][r["instance"] == k + 1], obj["distance_m"], atol=0.01)
 
@@ -75,7 +75,9 @@ def test_boxes_cover_every_drawn_object():
             x0, y0, x1, y1 = obj["box_px"]
             assert xs.min() >= x0 and xs.max() < x1 and ys.min() >= y0 and ys.max() < y1
             cls, cx, cy, w, h = r["boxes"][k]
-            assert np.allclose([cx * 160 - w * 80, cy * 128 - h * 64, cx * 160 + w * 80, cy * 128 + h * 64], obj["box_px"], atol=1e-3)
+            assert np.allclose(
+                [cx * 160 - w * 80, cy * 128 - h * 64, cx * 160 + w * 80, cy * 128 + h * 64], obj["box_px"], atol=1e-3
+            )
 
 
 def test_modalities_are_complementary():
