@@ -259,13 +259,17 @@ class BlipCaptioner:
 
     @torch.no_grad()
     def _generate(self, images: torch.Tensor, prompts: list[str] | None) -> list[str]:
+        """Captions for a batch; prompted generation runs one image at a time (no padded prompts)."""
         pixels = [(img.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8) for img in images]
-        inputs = self.processor(images=pixels, text=prompts, return_tensors="pt", padding=True)
         device = next(self.model.parameters()).device
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        ids = self.model.generate(**inputs, max_new_tokens=self.cfg.max_new_tokens)
-        texts = self.processor.batch_decode(ids, skip_special_tokens=True)
-        return [t.strip() for t in texts]
+        jobs = [(pixels, None)] if prompts is None else [([p], [t]) for p, t in zip(pixels, prompts)]
+        texts: list[str] = []
+        for imgs, text in jobs:
+            inputs = self.processor(images=imgs, text=text, return_tensors="pt")
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            ids = self.model.generate(**inputs, max_new_tokens=self.cfg.max_new_tokens)
+            texts += [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
+        return texts
 
     def caption(self, batch: dict) -> list[dict]:
         records = self.template.caption(batch)
