@@ -432,6 +432,10 @@ def _plan(scene: _Scene) -> list[Thing]:
             z = rng.uniform(9, 45)
             kind = rng.choice(["ahead", "oncoming", "parked"], p=[0.35, 0.35, 0.3])
             lane = {"ahead": R / 2, "oncoming": -R / 2, "parked": rng.choice([-1, 1]) * (R + 1.0)}[kind]
+            if kind == "parked" and night and scene.lamps and rng.random() < 0.7:  # parked under a street light
+                lamp_x, lamp_z = scene.lamps[int(rng.integers(len(scene.lamps)))]
+                z = lamp_z + rng.uniform(-4, 4)
+                lane = np.sign(lamp_x - float(scene.road_centre(lamp_z))) * (R + 1.0)
             x = float(scene.road_centre(z)) + lane + rng.uniform(-0.3, 0.3)
             look = {
                 "cold": kind == "parked",

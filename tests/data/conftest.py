@@ -69,3 +69,18 @@ class _Helpers:
 @pytest.fixture
 def h() -> _Helpers:
     return _Helpers()
+
+
+@pytest.fixture
+def run(capsys):
+    """`run("data", "check", DIR)` -> (exit code, stdout, stderr) of the real CLI entry point,
+    in-process (a child process would spend most of the test importing torch again)."""
+    from fusionlab.cli import main
+
+    def _run(*args: str):
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return _run
