@@ -1,0 +1,43 @@
+"""Evaluation metrics: image fusion (two conventions), monocular depth, and object detection.
+
+Fusion: `compute_fusion_metrics` (one image triple, any size), `FusionMetrics` (batched,
+torchmetrics, DDP-reducible), one `Metric` class per measure (`EN`, `VIF`, ...), the
+`LOWER_IS_BETTER` set, and conventions `cddfuse` (default, matches the published Python
+evaluator) and `matlab`. See docs/metrics.md for every formula and pitfall.
+Depth: `DepthMetrics`. Detection: `DetectionMetrics` / `detection_metrics`.
+
+Attributes are loaded on first access, so `import fusionlab.metrics` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "ALL_METRICS": "functional",
+    "CONVENTIONS": "functional",
+    "LOWER_IS_BETTER": "functional",
+    "NO_REFERENCE": "functional",
+    "fusion_metrics": "functional",
+    "compute_fusion_metrics": "fusion",
+    "batch_metric_values": "fusion",
+    "FusionMetrics": "fusion",
+    "METRIC_CLASSES": "fusion",
+    **{name: "fusion" for name in ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "SSIM255", "CC", "PSNR", "MSE", "Nabf")},
+    "to_gray255": "gray",
+    "read_gray255": "gray",
+    "DepthMetrics": "depth",
+    "DEPTH_METRICS": "depth",
+    "DEPTH_LOWER_IS_BETTER": "depth",
+    "DetectionMetrics": "detection",
+    "detection_metrics": "detection",
+    "yolo_to_xyxy": "detection",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"fusionlab.metrics.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'fusionlab.metrics' has no attribute '{name}'")
