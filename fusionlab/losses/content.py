@@ -21,15 +21,15 @@ class ContentLoss(nn.Module):
     """
 
     def __init__(self, w_int: float = 1.0, w_grad: float = 1.0, w_ssim: float = 1.0, ssim_window: int = 11,
-                 ssim_ir_weight: float = 0.5):
+                 ssim_ir_weight: float = 0.5, grad_gain: float = 1.0):
         super().__init__()
         self.w_int, self.w_grad, self.w_ssim = w_int, w_grad, w_ssim
-        self.ssim_window, self.ssim_ir_weight = ssim_window, ssim_ir_weight
+        self.ssim_window, self.ssim_ir_weight, self.grad_gain = ssim_window, ssim_ir_weight, grad_gain
 
     def forward(self, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> tuple[torch.Tensor, dict]:
         parts = {
             "int": max_intensity_loss(fused, ir, vi),
-            "grad": max_gradient_loss(fused, ir, vi),
+            "grad": max_gradient_loss(fused, ir, vi, self.grad_gain),
         }
         if self.w_ssim:
             parts["ssim"] = dual_ssim_loss(fused, ir, vi, self.ssim_window, self.ssim_ir_weight)

@@ -21,7 +21,10 @@ def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
     return g.abs().sum(dim=2)
 
 
-def max_gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
-    """mean | |∇F| - max(|∇IR|, |∇VI|) | (L1)."""
-    target = torch.maximum(sobel_magnitude(ir), sobel_magnitude(vi))
+def max_gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    """mean | |∇F| - gain * max(|∇IR|, |∇VI|) | (L1).
+
+    gain > 1 asks for edges a little stronger than either source (crisper, higher-contrast output).
+    """
+    target = gain * torch.maximum(sobel_magnitude(ir), sobel_magnitude(vi))
     return (sobel_magnitude(fused) - target).abs().mean()

@@ -5,13 +5,7 @@ from __future__ import annotations
 
 import torch
 
-
-def sobel_abs(x: torch.Tensor) -> torch.Tensor:
-    """|∇x| per channel as |Sobel_x| + |Sobel_y| (kornia), the usual fusion-loss gradient."""
-    import kornia
-
-    grad = kornia.filters.spatial_gradient(x, mode="sobel", normalized=False)  # [B,C,2,H,W]
-    return grad.abs().sum(2)
+from fusionlab.losses.gradient import sobel_magnitude
 
 
 def mci_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
@@ -25,5 +19,5 @@ def mci_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.T
 
 def mcg_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
     """L_MCG = 1/(HW) Σ_i || |∇I_f^i| - max(|∇I_ir|, |∇I_vis^i|) ||_1 (eq. 9), Sobel gradients."""
-    target = torch.maximum(sobel_abs(ir).expand_as(vi), sobel_abs(vi))
-    return (sobel_abs(fused) - target).abs().sum(1).mean()
+    target = torch.maximum(sobel_magnitude(ir).expand_as(vi), sobel_magnitude(vi))
+    return (sobel_magnitude(fused) - target).abs().sum(1).mean()

@@ -1,0 +1,283 @@
+"""Fusion at any image size: whole-image or tiled with overlap blending.
+
+Large images do not fit a network's activations in memory (a 4096x3072 pair through even a
+small CNN needs several GB of activations), so `fuse_tiled` runs the net on overlapping tiles
+and blends them with weights that ramp linearly across each overlap. Interior seams get a
+smooth cross-fade instead of a visible edge; image borders keep weight 1. Only the output
+accumulator (one float32 RGB image) and a batch of tiles live in memory at a time.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from fusionlab.errors import ConfigError, PipelineError
+from fusionlab.models.fusion.base import FusionNet, fuse_rgb
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size `tile` covering [0, length) with at least `overlap` shared
+    pixels between neighbours; the last tile is aligned to the end."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride)) + [length - tile]
+    return starts
+
+
+def _ramp(start: int, tile: int, total: int, overlap: int) -> torch.Tensor:
+    """1-D blending weight of one tile: rises over the overlap on sides shared with a neighbour."""
+    w = torch.ones(tile)
+    if overlap <= 0:
+        return w
+    ramp = (torch.arange(overlap, dtype=torch.float32) + 0.5) / overlap
+    n = min(overlap, tile)
+    if start > 0:
+        w[:n] = ramp[:n]
+    if start + tile < total:
+        w[tile - n:] = torch.minimum(w[tile - n:], ramp[:n].flip(0))
+    return w
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision in ("32", "fp32", "32-true"):
+        return nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if dtype is None:
+        raise ConfigError(f"--precision '{precision}' is not one of 32, bf16, fp16")
+    if dtype is torch.float16 and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or 32 on CPU")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _run(net, ir, vi, text, device, precision) -> torch.Tensor:
+    try:
+        with torch.inference_mode(), _autocast(device, precision):
+            return fuse_rgb(net, ir.to(device), vi.to(device), text).float().cpu()
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise PipelineError(
+            f"out of memory fusing a {tuple(ir.shape[-2:])} input on {device}: lower --tile "
+            f"(e.g. --tile 512) or --batch-size ({str(exc).splitlines()[0][:120]})"
+        ) from None
+    except RuntimeError as exc:  # CPU allocator failures are plain RuntimeErrors
+        if "alloc" in str(exc).lower() or "out of memory" in str(exc).lower():
+            raise PipelineError(
+                f"out of memory fusing a {tuple(ir.shape[-2:])} input on {device}: lower --tile "
+                f"(e.g. --tile 512) or --batch-size"
+            ) from None
+        raise
+
+
+def fuse_image(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None, *,
+               device: str | torch.device = "cpu", precision: str = "32") -> torch.Tensor:
+    """Whole-image fusion of a batch: [B,1,H,W], [B,3,H,W] -> RGB [B,3,H,W] on the CPU."""
+    return _run(net, ir, vi, text, torch.device(device), precision)
+
+
+def fuse_tiled(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None, *,
+               tile: int = 512, overlap: int = 64, batch_size: int = 1,
+               device: str | torch.device = "cpu", precision: str = "32") -> torch.Tensor:
+    """Fuse ONE pair ([1,1,H,W], [1,3,H,W]) tile by tile; returns RGB [1,3,H,W] on the CPU.
+
+    Tiles are `tile` px squares (clipped to the image) overlapping by at least `overlap` px;
+    `batch_size` tiles go through the net at once.
+    """
+    if ir.shape[0] != 1:
+        raise ValueError("fuse_tiled takes one pair at a time")
+    if tile <= 0 or overlap < 0 or overlap >= tile:
+        raise ConfigError(f"--tile {tile} / --overlap {overlap}: need tile > 0 and 0 <= overlap < tile")
+    device = torch.device(device)
+    h, w = ir.shape[-2:]
+    th, tw = min(tile, h), min(tile, w)
+    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
+    if len(ys) == 1 and len(xs) == 1:
+        return _run(net, ir, vi, text, device, precision)
+    out = torch.zeros(3, h, w)
+    weight = torch.zeros(1, h, w)
+    boxes = [(y, x) for y in ys for x in xs]
+    for i in range(0, len(boxes), batch_size):
+        chunk = boxes[i:i + batch_size]
+        ir_t = torch.cat([ir[..., y:y + th, x:x + tw] for y, x in chunk])
+        vi_t = torch.cat([vi[..., y:y + th, x:x + tw] for y, x in chunk])
+        text_t = None
+        if text is not None:
+            text_t = {k: v.expand(len(chunk), *v.shape[1:]) for k, v in text.items()}
+        fused = _run(net, ir_t, vi_t, text_t, device, precision)
+        for (y, x), f in zip(chunk, fused):
+            wgt = _ramp(y, th, h, overlap)[:, None] * _ramp(x, tw, w, overlap)[None, :]
+            out[:, y:y + th, x:x + tw] += f * wgt
+            weight[:, y:y + th, x:x + tw] += wgt
+    return (out / weight).unsqueeze(0)
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+def _pairs(ir_dir, vi_dir) -> list[tuple[str, "Path", "Path"]]:
+    """(id, ir_path, vi_path) matched by stem; any unpaired or duplicate file is an error, since
+    silently skipping inputs would make a results folder quietly incomplete."""
+    from pathlib import Path
+
+    from fusionlab.data.checks import CheckReport, pair_by_stem
+    from fusionlab.data.io import is_image
+    from fusionlab.errors import DataError
+
+    ir_dir, vi_dir = Path(ir_dir), Path(vi_dir)
+    for flag, d in (("--ir", ir_dir), ("--vi", vi_dir)):
+        if not d.is_dir():
+            raise DataError(f"{flag} '{d}' is not a folder; pass the folder that holds the images")
+    report = CheckReport(root=str(ir_dir))
+    pairs = pair_by_stem(sorted(p for p in ir_dir.iterdir() if is_image(p)),
+                         sorted(p for p in vi_dir.iterdir() if is_image(p)), report, ir_dir, vi_dir)
+    problems = [str(p) for p in report.problems]
+    if problems:
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise DataError(f"{len(problems)} unpaired/duplicate image(s): {'; '.join(problems[:3])}{more}. "
+                        "Every IR image needs a VIS image with the same file stem: add or remove files")
+    if not pairs:
+        raise DataError(f"no images found in --ir '{ir_dir}' and --vi '{vi_dir}' (png/jpg/bmp/tif)")
+    return pairs
+
+
+def read_captions(path) -> dict[str, str]:
+    """captions.jsonl -> {id: caption}; malformed lines are errors naming the line."""
+    import json
+    from pathlib import Path
+
+    from fusionlab.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"--captions '{path}' does not exist; pass stage 3's captions.jsonl")
+    out: dict[str, str] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out[str(row["id"])] = str(row["caption"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError(f"'{path}' line {n} is not {{\"id\": ..., \"caption\": ...}}; fix that line") from None
+    return out
+
+
+class _TextSource:
+    """Captions -> text dicts for presets that need text at inference (stage 3's CLIP)."""
+
+    def __init__(self, captions_file, clip_spec, checkpoint_config: dict, net_name: str):
+        from fusionlab.errors import ConfigError
+
+        if captions_file is None:
+            raise ConfigError(f"fusion model '{net_name}' needs text at inference: pass --captions "
+                              "captions.jsonl (stage 3 writes one; {'id','caption'} per line)")
+        self.captions = read_captions(captions_file)
+        self.captions_file = captions_file
+        spec = clip_spec or checkpoint_config.get("clip")
+        if spec is None:
+            raise ConfigError(f"fusion model '{net_name}' needs a CLIP to encode captions: pass --clip "
+                              "(stage 3's clip/ folder); the checkpoint does not name one")
+        from fusionlab.models.text import ClipEncoder
+
+        self.encoder = ClipEncoder.from_config(spec)
+
+    def __call__(self, ids: list[str], device) -> dict:
+        from fusionlab.errors import DataError
+
+        missing = [i for i in ids if i not in self.captions]
+        if missing:
+            raise DataError(f"'{self.captions_file}' has no caption for '{missing[0]}'; add a line for it")
+        with torch.inference_mode():
+            pooled, tokens, mask = self.encoder.encode_text([self.captions[i] for i in ids])
+        return {"pooled": pooled.to(device), "tokens": tokens.to(device), "mask": mask.to(device)}
+
+
+def _read_pair(ir_path, vi_path) -> tuple[torch.Tensor, torch.Tensor]:
+    from fusionlab.data.io import read_ir, read_vi
+    from fusionlab.errors import DataError
+
+    ir, _ = read_ir(ir_path)
+    vi, _ = read_vi(vi_path)
+    if ir.shape[:2] != vi.shape[:2]:
+        raise DataError(f"'{ir_path}' is {ir.shape[1]}x{ir.shape[0]} but '{vi_path}' is {vi.shape[1]}x{vi.shape[0]}; "
+                        "fusion needs registered pairs of the same size (resize or crop one of them)")
+    return torch.from_numpy(ir)[None, None], torch.from_numpy(vi).permute(2, 0, 1)[None]
+
+
+def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap: int = 64, batch_size: int = 1,
+                 precision: str = "32", device: str = "cpu", captions=None, clip=None, overwrite: bool = False,
+                 progress: bool = True) -> int:
+    """Fuse every pair of two folders into `out_dir/<id>.png`; returns the number of pairs."""
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from fusionlab.data.io import write_image
+    from fusionlab.errors import DataError
+    from fusionlab.models.fusion.base import load_fusion_model
+
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: must be >= 1")
+    if tile < 0:
+        raise ConfigError(f"--tile {tile}: must be >= 0 (0 = whole images)")
+    dev = _device(device)
+    pairs = _pairs(ir_dir, vi_dir)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--out '{out_dir}' is a file; pass a folder")
+    existing = [out_dir / f"{i}.png" for i, _, _ in pairs if (out_dir / f"{i}.png").exists()]
+    if existing and not overwrite:
+        raise DataError(f"--out '{out_dir}' already has {len(existing)} of the output files (e.g. "
+                        f"'{existing[0].name}'); pass --overwrite to replace them or choose another --out")
+    net = load_fusion_model(checkpoint).to(dev)
+    text_source = None
+    if net.needs_text:
+        cfg = json.loads((Path(checkpoint) / "config.json").read_text())
+        text_source = _TextSource(captions, clip, cfg, net.config.get("name", "?"))
+
+    bar = tqdm(total=len(pairs), desc="fuse", unit="pair", disable=not progress)
+    batch: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+
+    def flush():
+        if not batch:
+            return
+        ids = [b[0] for b in batch]
+        text = text_source(ids, dev) if text_source else None
+        fused = fuse_image(net, torch.cat([b[1] for b in batch]), torch.cat([b[2] for b in batch]), text,
+                           device=dev, precision=precision)
+        for i, f in zip(ids, fused):
+            write_image(out_dir / f"{i}.png", f)
+        bar.update(len(batch))
+        batch.clear()
+
+    for pid, ir_path, vi_path in pairs:
+        ir, vi = _read_pair(ir_path, vi_path)
+        if tile and max(ir.shape[-2:]) > tile:
+            flush()
+            text = text_source([pid], dev) if text_source else None
+            fused = fuse_tiled(net, ir, vi, text, tile=tile, overlap=overlap, batch_size=batch_size,
+                               device=dev, precision=precision)
+            write_image(out_dir / f"{pid}.png", fused[0])
+            del fused
+            bar.update(1)
+            continue
+        if batch and batch[0][1].shape[-2:] != ir.shape[-2:]:
+            flush()
+        batch.append((pid, ir, vi))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    bar.close()
+    return len(pairs)
+
+
+def _device(spec: str) -> torch.device:
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"--device '{spec}' is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu")
+    return dev

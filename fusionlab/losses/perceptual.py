@@ -1,0 +1,80 @@
+"""LDFusion's feature-fidelity loss L_v (ldfusion paper, eq. 13): VGG-19 features of the fusion
+should match the element-wise max of the sources' features at conv layers 3, 5 and 10.
+
+It holds back the "imagined" content a CLIP-space loss alone can produce. The VGG is frozen;
+`pretrained` is a torchvision weights name (e.g. IMAGENET1K_V1), a local file, or null (random
+init, for tests and smoke runs - then the loss only constrains random features).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _load_vgg19(pretrained: str | None, key: str) -> nn.Sequential:
+    import torchvision
+
+    from fusionlab import weights
+
+    resolved = weights.resolve(pretrained, what="VGG-19 (feature-fidelity loss)", key=key)
+    if resolved is None:
+        return torchvision.models.vgg19(weights=None).features
+    if weights.is_local(resolved):
+        vgg = torchvision.models.vgg19(weights=None)
+        if resolved.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(resolved)
+        else:
+            state = torch.load(resolved, map_location="cpu", weights_only=True)
+        if any(k.startswith("0.") for k in state):  # a bare `features` state dict
+            vgg.features.load_state_dict(state)
+        else:
+            vgg.load_state_dict(state)
+        return vgg.features
+    with weights.loading("VGG-19 (feature-fidelity loss)", key, pretrained):
+        return torchvision.models.vgg19(weights=resolved).features
+
+
+class VGGFeatures(nn.Module):
+    """Frozen VGG-19 trunk returning the ReLU outputs of the given conv layers (1-based, e.g. 3 =
+    conv2_1, 5 = conv3_1, 10 = conv4_2). Gray inputs are replicated to RGB."""
+
+    def __init__(self, pretrained: str | None = None, layers: tuple[int, ...] = (3, 5, 10), key: str = "loss.vgg_pretrained"):
+        super().__init__()
+        features = _load_vgg19(pretrained, key)
+        conv_positions = [i for i, m in enumerate(features) if isinstance(m, nn.Conv2d)]
+        self.taps = [conv_positions[k - 1] + 1 for k in layers]  # the ReLU after the k-th conv
+        self.trunk = features[: max(self.taps) + 1].eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True):  # always frozen
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        x = (x - self.mean) / self.std
+        out = []
+        for i, layer in enumerate(self.trunk):
+            x = layer(x)
+            if i in self.taps:
+                out.append(x)
+        return out
+
+
+class FeatureFidelityLoss(nn.Module):
+    """L_v = Σ_k mean|ψ_f^k − max(ψ_ir^k, ψ_vs^k)| (eq. 13)."""
+
+    def __init__(self, pretrained: str | None = None, layers: tuple[int, ...] = (3, 5, 10), key: str = "loss.vgg_pretrained"):
+        super().__init__()
+        self.vgg = VGGFeatures(pretrained, layers, key)
+
+    def forward(self, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            targets = [torch.maximum(a, b) for a, b in zip(self.vgg(ir), self.vgg(vi))]
+        return sum((f - t).abs().mean() for f, t in zip(self.vgg(fused), targets))
