@@ -1,0 +1,160 @@
+"""`ldnf` (Language-Depth Navigated Fusion): frozen stage-2 diffusion features -> a residual fusion
+decoder whose layers are FiLM-modulated by the CLIP text embedding -> RGB directly.
+
+The 4-channel IR+RGB DDPM denoiser (stage 2) has learnt the joint structure of both modalities;
+its decoder-block activations (`DiffusionFeatureExtractor`) are the multi-channel features the
+paper fuses. They are projected to a common width, upsampled to full resolution, added to a
+stem over the sources, and refined by residual blocks whose outputs are modulated as
+F̂ = (1 + σ̂) ⊙ F + μ̂ with (σ̂, μ̂) predicted from the caption embedding (`film.py`). The head
+predicts a residual over max(IR, VIS) per colour channel, the target of L_MCI, so short CPU
+training starts from a sensible image. The denoiser's weights are part of this net's state, so a
+saved `fusion/` folder is self-contained.
+
+Ablations: `text_guidance: false` fixes σ̂ = 0, μ̂ = 0 (the paper's "Lan" off); `features: conv`
+replaces the diffusion features by a trainable conv encoder (the paper's "Diff" off).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusionlab.models.fusion.base import FusionNet, register_fusion_model
+from fusionlab.models.fusion.film import TextFiLM, film
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate")
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate")
+        self.act = nn.LeakyReLU(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.act(self.conv1(x)))
+
+
+class _ConvFeatures(nn.Module):
+    """The "no diffusion" ablation: a trainable 2-level conv encoder of the 4-channel stack."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.channels = [width, 2 * width]
+        self.level1 = nn.Sequential(nn.Conv2d(4, width, 3, padding=1), nn.LeakyReLU(0.1))
+        self.level2 = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.LeakyReLU(0.1))
+
+    def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> list[torch.Tensor]:
+        f1 = self.level1(torch.cat([ir, vi], 1))
+        return [f1, self.level2(f1)]
+
+
+def diffusion_features(unet_config: dict, scheduler_config: dict, timesteps, blocks, seed: int):
+    """A frozen `DiffusionFeatureExtractor` over a UNet2DModel rebuilt from its config (weights are
+    loaded later, from the denoiser folder or from this net's own checkpoint)."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from fusionlab.models.denoiser import DiffusionFeatureExtractor
+
+    unet = UNet2DModel.from_config(unet_config)
+    scheduler = DDPMScheduler.from_config(scheduler_config)
+    kwargs = {"seed": seed}
+    if timesteps is not None:
+        kwargs["timesteps"] = tuple(timesteps)
+    if blocks is not None:
+        kwargs["blocks"] = tuple(blocks)
+    return unet, DiffusionFeatureExtractor(unet, scheduler, **kwargs)
+
+
+@register_fusion_model("ldnf")
+class LDNF(FusionNet):
+    """Diffusion features + FiLM text modulation -> fused RGB."""
+
+    out_channels = 3
+
+    def __init__(self, width: int = 16, n_blocks: int = 3, text_dim: int = 512, film_hidden: int = 128,
+                 text_guidance: bool = True, features: str = "diffusion", unet_config: dict | None = None,
+                 scheduler_config: dict | None = None, timesteps: list[int] | None = None,
+                 blocks: list[int] | None = None, seed: int = 0):
+        super().__init__()
+        self.needs_text = bool(text_guidance)
+        self.text_guidance = bool(text_guidance)
+        if features == "diffusion":
+            if unet_config is None or scheduler_config is None:
+                raise ValueError("ldnf with features=diffusion needs unet_config and scheduler_config "
+                                 "(build it with LDNF.from_denoiser or set features: conv)")
+            unet, extractor = diffusion_features(unet_config, scheduler_config, timesteps, blocks, seed)
+            if isinstance(extractor, nn.Module):  # register the UNet exactly once
+                self.features = extractor
+            else:
+                self.unet, self._extractor = unet, extractor
+                self.unet.eval().requires_grad_(False)
+            channels = list(extractor.channels)
+            self.multiple = 2 ** max(0, len(unet_config.get("block_out_channels", [0])) - 1)
+        elif features == "conv":
+            self.features = _ConvFeatures(width)
+            channels = self.features.channels
+            self.multiple = 2
+        else:
+            raise ValueError(f"ldnf: features must be 'diffusion' or 'conv', got {features!r}")
+        self.feature_kind = features
+        self.stem = nn.Sequential(nn.Conv2d(4, width, 3, padding=1, padding_mode="replicate"), nn.LeakyReLU(0.1))
+        self.project = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
+        self.blocks = nn.ModuleList(_ResidualBlock(width) for _ in range(n_blocks))
+        self.film = TextFiLM(text_dim, [width] * n_blocks, film_hidden) if text_guidance else None
+        self.head = nn.Conv2d(width, 3, 3, padding=1, padding_mode="replicate")
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_denoiser(cls, denoiser_path: str, **kwargs) -> "LDNF":
+        """Build via the registry with the stage-2 denoiser's configs, and copy its weights in."""
+        from fusionlab.models.denoiser import load_denoiser
+        from fusionlab.models.fusion.base import build_fusion_model
+
+        unet, scheduler = load_denoiser(denoiser_path)
+        net = build_fusion_model({"name": "ldnf", "features": "diffusion", **kwargs,
+                                  "unet_config": _jsonable(dict(unet.config)),
+                                  "scheduler_config": _jsonable(dict(scheduler.config))})
+        net.unet_module().load_state_dict(unet.state_dict())
+        return net
+
+    def unet_module(self) -> nn.Module:
+        if hasattr(self, "unet"):
+            return self.unet
+        return self.features.unet
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.feature_kind == "diffusion":  # the denoiser stays frozen in eval mode
+            self.unet_module().eval()
+        return self
+
+    def _extract(self, ir: torch.Tensor, vi: torch.Tensor) -> list[torch.Tensor]:
+        if self.feature_kind == "conv":
+            return self.features(ir, vi)
+        extractor = self.features if hasattr(self, "features") else self._extractor
+        with torch.no_grad():
+            return [f.detach() for f in extractor(ir, vi)]
+
+    def forward(self, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None) -> torch.Tensor:
+        size = ir.shape[-2:]
+        x = self.stem(torch.cat([ir, vi], 1))
+        for proj, feat in zip(self.project, self._extract(ir, vi)):
+            x = x + F.interpolate(proj(feat.to(x.dtype)), size=size, mode="bilinear", align_corners=False)
+        params = self.film(text["pooled"].to(x.device)) if (self.film is not None and text is not None) else None
+        for i, block in enumerate(self.blocks):
+            h = block(x)
+            if params is not None:
+                h = film(h, *params[i])
+            x = x + h
+        base = torch.maximum(ir.expand_as(vi), vi).clamp(1e-3, 1 - 1e-3)
+        return torch.sigmoid(torch.logit(base) + self.head(x))
