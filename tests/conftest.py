@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,38 @@ def shared_dir() -> Path:
     if not (SHARED / "datasets").is_dir():
         pytest.skip(f"../shared is absent ({SHARED}): real-data checks need it beside the checkout")
     return SHARED
+
+
+def run_cli(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run `fusionlab ARGS` in a child process, as a user would."""
+    proc = subprocess.run([sys.executable, "-m", "fusionlab", *args], capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fusionlab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def cli():
+    """`cli("run", "p.yaml", check=False)` runs the real CLI in a child process."""
+    return run_cli
+
+
+@pytest.fixture
+def cli_inproc(capsys):
+    """Like `cli`, but in this process (fast, for plans and errors that run no stage)."""
+
+    def call(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        from fusionlab.cli import main
+
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse errors
+            code = exc.code if isinstance(exc.code, int) else 2
+        out, err = capsys.readouterr()
+        proc = subprocess.CompletedProcess(["fusionlab", *args], code, out, err)
+        if check and code != 0:
+            raise AssertionError(f"fusionlab {' '.join(args)} failed ({code}):\n{out}\n{err}")
+        return proc
+
+    return call

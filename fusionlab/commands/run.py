@@ -1,0 +1,51 @@
+"""Run a pipeline: every stage in order, each in its own process, skipping what is up to date.
+
+Examples:
+  fusionlab run stages/pipeline.yaml
+  fusionlab run stages/pipeline.yaml --dry-run
+  fusionlab run stages/pipeline.yaml --only depth --force depth.trainer.max_epochs=2
+  fusionlab run stages/pipeline.yaml trainer.accelerator=gpu trainer.devices=4 trainer.precision=bf16-mixed
+"""
+
+HELP = "run a pipeline YAML (plan, skip up-to-date stages, resume interrupted ones)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("pipeline", help="pipeline YAML, e.g. stages/pipeline.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="overrides: STAGE.a.b=v for one stage, a.b=v for every stage, run_dir=... for the pipeline")
+    parser.add_argument("--only", action="append", metavar="STAGE",
+                        help="run only this stage (repeatable, or comma-separated); upstream artifacts come from the run dir")
+    parser.add_argument("--from", dest="start", metavar="STAGE", help="run this stage and everything after it")
+    parser.add_argument("--force", action="store_true", help="rerun the selected stages even if up to date")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (run or skip, and why) and exit")
+    parser.add_argument("--no-report", action="store_true", help="do not build the HTML/Markdown report at the end")
+
+
+def main(args) -> int:
+    from fusionlab.pipeline.runner import format_plan, format_summary, plan, run_pipeline, write_summary
+    from fusionlab.pipeline.spec import load_pipeline
+
+    only = [n for item in (args.only or []) for n in item.split(",") if n] or None
+    pipeline, specs = load_pipeline(args.pipeline, args.overrides)
+    steps = plan(specs, only=only, start=args.start, force=args.force)
+    run_dir = specs[0].out_dir.parent if specs else None
+    print(f"pipeline {args.pipeline} -> run dir {run_dir}")
+    print(format_plan(steps))
+    if args.dry_run:
+        return 0
+    rows = run_pipeline(pipeline, specs, steps, pipeline_file=args.pipeline)
+    print(format_summary(rows))
+    write_summary(run_dir, rows)
+    if pipeline.report and not args.no_report:
+        _build_report(run_dir)
+    return 0
+
+
+def _build_report(run_dir) -> None:
+    try:
+        from fusionlab.report import build_report
+    except ImportError:
+        return
+    index = build_report(run_dir)
+    print(f"\nreport: {index}")

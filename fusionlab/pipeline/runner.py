@@ -1,0 +1,233 @@
+"""Plan and run a pipeline: skip what is up to date, run the rest each in its own process.
+
+A stage is skipped when its manifest exists, its key (config + upstream output digests + code)
+is unchanged and its outputs verify. Anything that reruns makes every stage downstream rerun.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from fusionlab.artifacts import atomic_write_json, atomic_write_text
+from fusionlab.errors import ConfigError, PipelineError
+from fusionlab.pipeline.lock import RunLock
+from fusionlab.pipeline.manifest import read_manifest, stage_key, verify_outputs
+from fusionlab.pipeline.spec import PipelineConfig, StageSpec
+
+STATE_DIR = ".fusionlab"
+
+
+@dataclass
+class Step:
+    spec: StageSpec
+    action: str   # "run" | "skip" | "leave" (not selected, left as it is)
+    reason: str
+
+
+def _select(specs: list[StageSpec], only: list[str] | None, start: str | None) -> set[str]:
+    names = [s.name for s in specs]
+    for name in (only or []) + ([start] if start else []):
+        if name not in names:
+            import difflib
+
+            hint = difflib.get_close_matches(name, names, n=1)
+            raise ConfigError(f"no stage named '{name}' in this pipeline (stages: {', '.join(names)})"
+                              + (f"; did you mean '{hint[0]}'?" if hint else ""))
+    if only:
+        return set(only)
+    if start:
+        return set(names[names.index(start):])
+    return set(names)
+
+
+def plan(specs: list[StageSpec], *, only: list[str] | None = None, start: str | None = None,
+         force: bool = False) -> list[Step]:
+    """Decide, stage by stage, whether it runs and why."""
+    selected = _select(specs, only, start)
+    steps: list[Step] = []
+    rerun: set[str] = set()
+    manifests = {s.name: read_manifest(s.out_dir) for s in specs}
+    for spec in specs:
+        if spec.name not in selected:
+            steps.append(Step(spec, "leave", "not selected"))
+            continue
+        man = manifests[spec.name]
+        dirty = [d for d in spec.deps if d in rerun]
+        if force:
+            action, reason = "run", "--force"
+        elif dirty:
+            action, reason = "run", f"upstream {', '.join(dirty)} reruns"
+        elif man is None:
+            action, reason = "run", "never finished here (no manifest)"
+        else:
+            missing = [d for d in spec.deps if manifests.get(d) is None]
+            if missing:
+                action, reason = "run", f"upstream {', '.join(missing)} has no manifest"
+            else:
+                upstream = {d: manifests[d] for d in spec.deps}
+                key = stage_key(spec.type, spec.config_hash, upstream)
+                if man.get("key") != key:
+                    action, reason = "run", _why_key_changed(spec, man, upstream)
+                else:
+                    problem = verify_outputs(spec.out_dir, man)
+                    action, reason = ("run", problem) if problem else ("skip", "up to date")
+        if action == "run":
+            rerun.add(spec.name)
+        steps.append(Step(spec, action, reason))
+    return steps
+
+
+def _why_key_changed(spec: StageSpec, man: dict, upstream: dict[str, dict]) -> str:
+    from fusionlab.pipeline.manifest import code_hash
+
+    if man.get("config_hash") != spec.config_hash:
+        old, new = man.get("config", {}), spec.resolved
+        changed = sorted(_diff_keys(old, new))
+        return "config changed" + (f" ({', '.join(changed[:4])})" if changed else "")
+    for dep, info in upstream.items():
+        if man.get("upstream", {}).get(dep, {}).get("outputs_digest") != info.get("outputs_digest"):
+            return f"upstream {dep} produced new outputs"
+    if man.get("code_hash") != code_hash():
+        return "fusionlab code changed"
+    return "key changed"
+
+
+def _diff_keys(old, new, prefix="") -> set[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: set[str] = set()
+        for k in set(old) | set(new):
+            out |= _diff_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return set() if old == new else {prefix.rstrip(".")}
+
+
+def format_plan(steps: list[Step]) -> str:
+    width = max(len(s.spec.name) for s in steps)
+    return "\n".join(f"  {s.action:<5} {s.spec.name:<{width}}  {s.reason}" for s in steps)
+
+
+def upstream_missing(steps: list[Step]) -> str | None:
+    """A stage that will run whose upstream neither runs now nor has a manifest."""
+    running = {s.spec.name for s in steps if s.action == "run"}
+    for step in steps:
+        if step.action != "run":
+            continue
+        for dep in step.spec.deps:
+            dep_step = next(s for s in steps if s.spec.name == dep)
+            if dep not in running and read_manifest(dep_step.spec.out_dir) is None:
+                return (f"stage '{step.spec.name}' needs the artifacts of '{dep}', which has not finished in "
+                        f"{dep_step.spec.out_dir} (no manifest.json). Run it first: "
+                        f"`fusionlab run PIPELINE --only {dep}` (or without --only to run everything).")
+    return None
+
+
+def run_pipeline(pipeline: PipelineConfig, specs: list[StageSpec], steps: list[Step], *,
+                 pipeline_file: str, echo=print) -> list[dict]:
+    """Execute the plan under the run-dir lock; returns one summary row per stage."""
+    problem = upstream_missing(steps)
+    if problem:
+        raise PipelineError(problem)
+    run_dir = specs[0].out_dir.parent if specs else Path(pipeline.run_dir)
+    rows: list[dict] = []
+    with RunLock(run_dir) as lock:
+        if lock.stale_removed:
+            echo(f"note: removed a stale lock left by dead pid {lock.stale_removed.get('pid')}")
+        group = _run_group(run_dir)
+        for step in steps:
+            spec = step.spec
+            if step.action != "run":
+                man = read_manifest(spec.out_dir)
+                status = "skipped" if step.action == "skip" else ("kept" if man else "not run")
+                rows.append(_row(spec, status, man))
+                continue
+            echo(f"\n=== stage {spec.name} ({spec.type}): {step.reason}")
+            started = time.time()
+            code = _launch(spec, pipeline, group, pipeline_file)
+            man = read_manifest(spec.out_dir)
+            if code != 0 or man is None:
+                rows.append(_row(spec, "FAILED", None, time.time() - started))
+                echo(format_summary(rows))
+                raise PipelineError(
+                    f"stage '{spec.name}' failed (exit code {code}); see {spec.out_dir / 'stage.log'}. "
+                    f"Fix the cause and rerun: finished stages are skipped and this one resumes from its last checkpoint."
+                )
+            rows.append(_row(spec, "ran", man))
+    return rows
+
+
+def _run_group(run_dir: Path) -> str:
+    """One W&B group per pipeline run dir, so every stage run of this pipeline shows together."""
+    path = run_dir / STATE_DIR / "group.txt"
+    if path.is_file():
+        return path.read_text().strip()
+    group = f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    atomic_write_text(path, group + "\n")
+    return group
+
+
+def _launch(spec: StageSpec, pipeline: PipelineConfig, group: str, pipeline_file: str) -> int:
+    """Run `fusionlab stage` for one stage in a child process, teeing its output to stage.log."""
+    state = spec.out_dir / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    cfg_file = atomic_write_text(state / "config.yaml", yaml.safe_dump(spec.resolved, sort_keys=False))
+    upstream = {}
+    for dep in spec.deps:
+        man = read_manifest(spec.out_dir.parent / dep) or {}
+        upstream[dep] = {"key": man.get("key"), "outputs_digest": man.get("outputs_digest"),
+                         "out_dir": str(spec.out_dir.parent / dep), "outputs_declared": sorted(
+                             {rel.split("/")[0] for rel in man.get("outputs", {})})}
+    ctx_file = atomic_write_json(state / "context.json", {
+        "name": spec.name,
+        "run_dir": str(spec.out_dir.parent),
+        "config_hash": spec.config_hash,
+        "key": stage_key(spec.type, spec.config_hash, upstream),
+        "upstream": upstream,
+        "wandb": pipeline.wandb.model_dump(),
+        "group": group,
+        "pipeline": pipeline_file,
+    })
+    cmd = [sys.executable, "-m", "fusionlab", "stage", str(cfg_file), "--out", str(spec.out_dir),
+           "--context", str(ctx_file), "--name", spec.name]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(spec.out_dir / "stage.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        try:
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+                log.write(chunk)
+            return proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+
+
+def _row(spec: StageSpec, status: str, man: dict | None, wall: float | None = None) -> dict:
+    metrics = (man or {}).get("metrics", {})
+    headline = list(getattr(spec.module, "HEADLINE", ())) or [k for k, v in metrics.items() if isinstance(v, (int, float))][:3]
+    shown = {k: metrics[k] for k in headline if isinstance(metrics.get(k), (int, float))}
+    return {"stage": spec.name, "status": status,
+            "wall_time_s": (man or {}).get("wall_time_s", wall), "metrics": shown}
+
+
+def format_summary(rows: list[dict]) -> str:
+    lines = ["", "| stage | status | wall time | headline metrics |", "|---|---|---|---|"]
+    for r in rows:
+        wall = f"{r['wall_time_s']:.1f} s" if isinstance(r.get("wall_time_s"), (int, float)) else "-"
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items()) or "-"
+        lines.append(f"| {r['stage']} | {r['status']} | {wall} | {metrics} |")
+    return "\n".join(lines)
+
+
+def write_summary(run_dir: Path, rows: list[dict]) -> None:
+    atomic_write_json(run_dir / STATE_DIR / "summary.json", rows)
+    atomic_write_text(run_dir / "summary.md", format_summary(rows).lstrip() + "\n")

@@ -1,0 +1,124 @@
+"""What `fusionlab stage` does in its own process: run one stage and write its manifest.
+
+Under DDP every rank runs this; only global rank 0 writes artifacts and the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from fusionlab.config import find_references, load_yaml
+from fusionlab.errors import ConfigError, PipelineError
+from fusionlab.pipeline.manifest import (
+    MANIFEST,
+    describe_environment,
+    hash_outputs,
+    outputs_digest,
+    stable_hash,
+    stage_key,
+    write_manifest,
+)
+from fusionlab.pipeline.spec import resolve_stage_dict
+from fusionlab.stages.base import StageContext, WandbSettings, process_is_rank_zero
+
+
+def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str, Any] | None = None,
+              context_path: str | Path | None = None, name: str | None = None) -> dict:
+    """Run the stage described by `config_path` into `out_dir`; return its manifest (rank 0) or {}."""
+    from fusionlab.config import apply_overrides
+
+    out_dir = Path(out_dir).resolve()
+    context = json.loads(Path(context_path).read_text()) if context_path else {}
+    raw = apply_overrides(load_yaml(config_path), overrides or {})
+    module, resolved = resolve_stage_dict(raw, str(config_path))
+    unresolved = find_references(resolved)
+    if unresolved:
+        dep, output = unresolved[0]
+        raise ConfigError(
+            f"{config_path}: '${{{dep}.outputs.{output}}}' is an upstream reference; run this stage through "
+            f"`fusionlab run PIPELINE --only {name or resolved['stage']}`, or override the key with a path"
+        )
+    upstream = context.get("upstream", {})
+    config_hash = context.get("config_hash") or stable_hash(resolved)
+    key = context.get("key") or stage_key(resolved["stage"], config_hash, upstream)
+    name = name or context.get("name") or out_dir.name
+
+    ctx = StageContext(
+        name=name,
+        out_dir=out_dir,
+        key=key,
+        run_dir=Path(context["run_dir"]) if context.get("run_dir") else None,
+        outputs=tuple(module.OUTPUTS),
+        wandb=WandbSettings(**context.get("wandb", {})) if context.get("wandb") else WandbSettings(),
+        group=context.get("group"),
+        upstream=upstream,
+    )
+    rank_zero = process_is_rank_zero()
+    if rank_zero:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / MANIFEST).unlink(missing_ok=True)
+        ctx.prepare_checkpoints()
+
+    import lightning as L
+
+    L.seed_everything(resolved.get("seed", 0), workers=True, verbose=False)
+    cfg = module.Config.model_validate(resolved)
+    started = time.time()
+    metrics = module.run(cfg, ctx) or {}
+    wall = time.time() - started
+    if not (ctx.is_global_zero and rank_zero):
+        return {}
+
+    missing = [o for o in module.OUTPUTS if not (out_dir / o).exists()]
+    if missing:
+        raise PipelineError(f"stage '{name}' finished without writing its declared outputs {missing} in {out_dir}")
+    files = hash_outputs(out_dir, tuple(module.OUTPUTS))
+    manifest = {
+        "schema": 1,
+        "stage": name,
+        "type": resolved["stage"],
+        "key": key,
+        "config_hash": config_hash,
+        "config": resolved,
+        "upstream": {n: {"key": u.get("key"), "outputs_digest": u.get("outputs_digest")} for n, u in upstream.items()},
+        **describe_environment(),
+        "outputs": files,
+        "outputs_digest": outputs_digest(files),
+        "headline": list(getattr(module, "HEADLINE", ())),
+        "metrics": metrics,
+        "wall_time_s": round(wall, 3),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "devices": ctx.devices or {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "world_size": 1},
+        "precision": (ctx.devices or {}).get("precision", resolved.get("trainer", {}).get("precision")),
+    }
+    _log_lineage(ctx, manifest)
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def _log_lineage(ctx: StageContext, manifest: dict) -> None:
+    """W&B lineage: this stage's outputs as artifacts, its upstream outputs as used artifacts."""
+    run = ctx.wandb_run()
+    if run is None:
+        return
+    import wandb
+
+    for dep, info in ctx.upstream.items():
+        for output in info.get("outputs_declared", []):
+            art = wandb.Artifact(f"{dep}-{output}".replace("/", "-"), type=dep)
+            art.add_reference(f"file://{info['out_dir']}/{output}", checksum=False)
+            run.use_artifact(art)
+    for output in ctx.outputs:
+        art = wandb.Artifact(f"{ctx.name}-{output}".replace("/", "-"), type=ctx.name,
+                             metadata={"key": manifest["key"]})
+        art.add_reference(f"file://{ctx.out_dir / output}", checksum=False)
+        run.log_artifact(art)
+    scalars = {k: v for k, v in manifest["metrics"].items() if isinstance(v, (int, float))}
+    run.summary.update({**scalars, "wall_time_s": manifest["wall_time_s"]})
+    run.finish()
+    os.environ.pop("WANDB_RUN_ID", None)

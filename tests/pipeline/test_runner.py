@@ -1,0 +1,110 @@
+"""The stage runner on tiny real Lightning stages: skip, rerun, selection, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+def manifest(run_dir: Path, stage: str) -> dict:
+    return json.loads((run_dir / stage / "manifest.json").read_text())
+
+
+def test_unchanged_stages_are_skipped(cli, pipeline_env):
+    cli("run", str(pipeline_env / "pipeline.yaml"), "run_dir=r")
+    first = {s: manifest(Path("r"), s) for s in ("train", "consume")}
+    assert first["train"]["metrics"]["global_step"] == 16
+    assert first["consume"]["upstream"]["train"]["outputs_digest"] == first["train"]["outputs_digest"]
+    for key in ("config", "config_hash", "key", "git_sha", "fusionlab_version", "outputs", "metrics",
+                "wall_time_s", "devices", "precision"):
+        assert key in first["train"], key
+    assert set(first["train"]["outputs"]) == {"model/config.json", "model/model.safetensors"}
+
+    out = cli("run", str(pipeline_env / "pipeline.yaml"), "run_dir=r").stdout
+    assert "skip  train" in out and "skip  consume" in out
+    assert "| train | skipped |" in out
+    assert manifest(Path("r"), "train")["finished_at"] == first["train"]["finished_at"]
+
+
+def test_config_change_reruns_that_stage_and_downstream(cli, pipeline_env):
+    pipe = str(pipeline_env / "pipeline.yaml")
+    cli("run", pipe, "run_dir=r")
+    before = {s: manifest(Path("r"), s)["key"] for s in ("train", "consume")}
+
+    out = cli("run", pipe, "run_dir=r", "consume.scale=2.0").stdout
+    assert "skip  train" in out and "run   consume  config changed (scale)" in out
+    assert manifest(Path("r"), "train")["key"] == before["train"]
+
+    out = cli("run", pipe, "run_dir=r", "consume.scale=2.0", "train.n_samples=32").stdout
+    assert "run   train    config changed (n_samples)" in out
+    assert "run   consume  upstream train reruns" in out
+    assert manifest(Path("r"), "train")["metrics"]["global_step"] == 8
+
+
+def test_tampered_output_is_detected_and_rerun(cli, cli_inproc, pipeline_env):
+    pipe = str(pipeline_env / "pipeline.yaml")
+    cli("run", pipe, "run_dir=r")
+    (Path("r") / "consume" / "summary.json").write_text("{}")
+    out = cli_inproc("run", pipe, "run_dir=r", "--dry-run").stdout
+    assert "run   consume  output 'summary.json' changed since the stage ran" in out
+
+
+def test_force_from_only_and_dry_run(cli, cli_inproc, pipeline_env):
+    pipe = str(pipeline_env / "pipeline.yaml")
+    out = cli_inproc("run", pipe, "run_dir=r", "--dry-run").stdout
+    assert "run   train    never finished here" in out
+    assert not Path("r").exists(), "--dry-run must not create anything"
+
+    cli("run", pipe, "run_dir=r")
+    t0 = manifest(Path("r"), "train")["finished_at"], manifest(Path("r"), "consume")["finished_at"]
+
+    out = cli("run", pipe, "run_dir=r", "--only", "consume", "--force").stdout
+    assert "leave train" in out and "run   consume  --force" in out
+    assert manifest(Path("r"), "train")["finished_at"] == t0[0]
+
+    out = cli_inproc("run", pipe, "run_dir=r", "--from", "consume", "--dry-run").stdout
+    assert "leave train" in out and "skip  consume" in out
+
+    out = cli_inproc("run", pipe, "run_dir=r", "--force", "--dry-run").stdout
+    assert "run   train    --force" in out and "run   consume  --force" in out
+
+
+def test_misspelt_key_names_file_key_and_suggestion(cli_inproc, pipeline_env):
+    pipe = str(pipeline_env / "pipeline.yaml")
+    proc = cli_inproc("run", pipe, "run_dir=r", "train.trainer.max_epoch=3", check=False)
+    assert proc.returncode == 2
+    assert "counter.yaml" in proc.stderr
+    assert "unknown key 'trainer.max_epoch'" in proc.stderr
+    assert "did you mean 'trainer.max_epochs'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not Path("r").exists()
+
+    cfg = pipeline_env / "counter.yaml"
+    cfg.write_text(cfg.read_text().replace("n_samples:", "n_sample:"))
+    proc = cli_inproc("run", pipe, "run_dir=r", "--dry-run", check=False)
+    assert proc.returncode == 2 and str(cfg) in proc.stderr and "did you mean 'n_samples'" in proc.stderr
+
+
+def test_missing_upstream_artifact_is_a_clear_error(cli_inproc, pipeline_env):
+    proc = cli_inproc("run", str(pipeline_env / "pipeline.yaml"), "run_dir=r", "--only", "consume", check=False)
+    assert proc.returncode == 2
+    assert "needs the artifacts of 'train'" in proc.stderr and "--only train" in proc.stderr
+    assert not (Path("r") / "consume" / "manifest.json").exists()
+
+    # Outside a pipeline, an unresolved reference names itself and the fix.
+    proc = cli_inproc("stage", str(pipeline_env / "consumer.yaml"), "--out", "solo", check=False)
+    assert proc.returncode == 2 and "${train.outputs.model}" in proc.stderr
+
+    # A reference to an output the upstream stage does not declare.
+    (pipeline_env / "consumer.yaml").write_text("stage: fixture_stages.consumer\nmodel_dir: ${train.outputs.modle}\n")
+    proc = cli_inproc("run", str(pipeline_env / "pipeline.yaml"), "--dry-run", check=False)
+    assert proc.returncode == 2 and "has outputs model, not 'modle'" in proc.stderr
+
+
+def test_standalone_stage_with_path_override(cli, pipeline_env, tmp_path):
+    cli("stage", str(pipeline_env / "counter.yaml"), "--out", "solo/train", "trainer.max_epochs=1")
+    cli("stage", str(pipeline_env / "consumer.yaml"), "--out", "solo/consume",
+              f"model_dir={tmp_path / 'solo/train/model'}")
+    assert manifest(Path("solo"), "consume")["metrics"]["value"] == pytest.approx(
+        json.loads((Path("solo") / "consume" / "summary.json").read_text())["value"])
