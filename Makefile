@@ -1,0 +1,77 @@
+# fusionlab — `make help` lists every target.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+PIPELINE ?= stages/pipeline.yaml
+ARGS     ?=
+# Offline by default (the demo needs no downloads); `make pipeline HF_HUB_OFFLINE=0` allows hub downloads.
+export HF_HUB_OFFLINE ?= 1
+export YOLO_OFFLINE ?= 1
+export PYTHONUNBUFFERED := 1
+# pip's notes about this machine's local package mirror are noise; keep errors visible.
+PIP_QUIET := 2>&1 | grep -v -e "^WARNING: Location" -e "^\s*$$" || true
+
+.PHONY: help setup demo pipeline data stage-1 stage-2 stage-3 stage-4 stage-5 test test-full lint bench report clean
+
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: PIPELINE=$(PIPELINE)  ARGS='key=value ...' (overrides passed to fusionlab run)"
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing fusionlab and its pinned dependencies into $(VENV) (a few minutes the first time)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' $(PIP_QUIET)
+	@$(BIN)/python -c "import fusionlab, torch, lightning, ultralytics, open_clip, diffusers" || \
+		{ echo "installation failed: see the pip output above"; exit 1; }
+	@touch $@
+
+setup: $(VENV)/.installed ## create .venv and install fusionlab with its pinned dependencies
+
+demo: setup ## run the embedded default pipeline (synthetic scenes, CPU, all five stages) and print the report path
+	$(BIN)/fusionlab run $(PIPELINE) $(ARGS)
+	@echo ""
+	@echo "report: $$($(BIN)/python -c "import yaml,pathlib; print(pathlib.Path(yaml.safe_load(open('$(PIPELINE)'))['run_dir']).resolve() / 'report' / 'index.html')")"
+
+pipeline: setup ## run PIPELINE (default stages/pipeline.yaml) with ARGS overrides
+	$(BIN)/fusionlab run $(PIPELINE) $(ARGS)
+
+data: setup ## generate the synthetic scenes of PIPELINE into its run dir
+	$(BIN)/fusionlab run $(PIPELINE) --only scenes $(ARGS)
+
+stage-1: setup ## stage 1 of PIPELINE: depth estimators (IR and VIS)
+	$(BIN)/fusionlab run $(PIPELINE) --only depth $(ARGS)
+
+stage-2: setup ## stage 2 of PIPELINE: DDPM multi-channel denoiser
+	$(BIN)/fusionlab run $(PIPELINE) --only denoiser $(ARGS)
+
+stage-3: setup ## stage 3 of PIPELINE: depth-informed captions and the CLIP embedding cache
+	$(BIN)/fusionlab run $(PIPELINE) --only captions $(ARGS)
+
+stage-4: setup ## stage 4 of PIPELINE: fusion training, fused eval images and metrics
+	$(BIN)/fusionlab run $(PIPELINE) --only fusion $(ARGS)
+
+stage-5: setup ## stage 5 of PIPELINE: bilevel fusion + YOLO detection
+	$(BIN)/fusionlab run $(PIPELINE) --only detect $(ARGS)
+
+report: setup ## rebuild the report of PIPELINE's run dir
+	$(BIN)/fusionlab report $$($(BIN)/python -c "import yaml; print(yaml.safe_load(open('$(PIPELINE)'))['run_dir'])")
+
+test: setup ## run the fast test suite (what CI runs)
+	$(BIN)/python -m pytest -m "not slow" -q $(ARGS) || { code=$$?; [ $$code -eq 5 ] && echo "no tests collected" || exit $$code; }
+
+test-full: setup ## run every test, slow ones included (installs headless chromium for the report test)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the report screenshot test will skip"; }
+	$(BIN)/python -m pytest -q $(ARGS) || { code=$$?; [ $$code -eq 5 ] && echo "no tests collected" || exit $$code; }
+
+lint: setup ## ruff over the package and the tests
+	$(BIN)/ruff check fusionlab tests benchmarks
+
+bench: setup ## speed benchmarks: metrics ms/pair and fuse ms/pair on this machine
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean: ## remove run dirs and caches (keeps .venv)
+	rm -rf runs .pytest_cache .ruff_cache test-artifacts
