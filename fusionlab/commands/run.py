@@ -19,6 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--from", dest="start", metavar="STAGE", help="run this stage and everything after it")
     parser.add_argument("--force", action="store_true", help="rerun the selected stages even if up to date")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (run or skip, and why) and exit")
+    parser.add_argument("--launcher", metavar="CMD",
+                        help='how each stage process starts, e.g. "torchrun --nproc_per_node=4" or "srun python" '
+                             "(default: this Python; same as the pipeline key `launcher`)")
     parser.add_argument("--no-report", action="store_true", help="do not build the HTML/Markdown report at the end")
 
 
@@ -27,7 +30,8 @@ def main(args) -> int:
     from fusionlab.pipeline.spec import load_pipeline
 
     only = [n for item in (args.only or []) for n in item.split(",") if n] or None
-    pipeline, specs = load_pipeline(args.pipeline, args.overrides)
+    overrides = [*args.overrides, *([f"launcher={args.launcher}"] if args.launcher else [])]
+    pipeline, specs = load_pipeline(args.pipeline, overrides)
     steps = plan(specs, only=only, start=args.start, force=args.force)
     run_dir = specs[0].out_dir.parent if specs else None
     print(f"pipeline {args.pipeline} -> run dir {run_dir}")

@@ -7,6 +7,7 @@ is unchanged and its outputs verify. Anything that reruns makes every stage down
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -193,7 +194,8 @@ def _launch(spec: StageSpec, pipeline: PipelineConfig, group: str, pipeline_file
         "group": group,
         "pipeline": pipeline_file,
     })
-    cmd = [sys.executable, "-m", "fusionlab", "stage", str(cfg_file), "--out", str(spec.out_dir),
+    prefix = shlex.split(pipeline.launcher) if pipeline.launcher else [sys.executable]
+    cmd = [*prefix, "-m", "fusionlab", "stage", str(cfg_file), "--out", str(spec.out_dir),
            "--context", str(ctx_file), "--name", spec.name]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(spec.out_dir / "stage.log", "ab") as log:

@@ -39,6 +39,9 @@ class StageEntry(Section):
 
 class PipelineConfig(Section):
     run_dir: str = "runs/default"
+    # How a stage process starts: a command prefix that accepts `-m fusionlab stage ...`,
+    # e.g. "torchrun --nproc_per_node=4" or "srun python". Default: this Python interpreter.
+    launcher: str | None = None
     wandb: WandbSettings = WandbSettings()
     report: bool = True
     stages: list[StageEntry]
