@@ -13,9 +13,13 @@ from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# indices of the 16 conv layers in torchvision's vgg19().features (each followed by a ReLU)
+VGG19_CONV_POSITIONS = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 
 
-def _load_vgg19(pretrained: str | None, key: str) -> nn.Sequential:
+def _load_vgg19(pretrained: str | None, key: str, upto: int = 36) -> nn.Sequential:
+    """torchvision VGG-19 `features`; a local file may hold the whole model or just the trunk
+    up to layer `upto` (what this loss uses)."""
     import torchvision
 
     from fusionlab import weights
@@ -31,8 +35,14 @@ def _load_vgg19(pretrained: str | None, key: str) -> nn.Sequential:
             state = load_file(resolved)
         else:
             state = torch.load(resolved, map_location="cpu", weights_only=True)
-        if any(k.startswith("0.") for k in state):  # a bare `features` state dict
-            vgg.features.load_state_dict(state)
+        if any(k.startswith("0.") for k in state):  # a bare (possibly truncated) `features` state dict
+            missing, unexpected = vgg.features.load_state_dict(state, strict=False)
+            needed = [k for k in missing if int(k.split(".")[0]) <= upto]
+            if needed or unexpected:
+                from fusionlab.errors import WeightsMissingError
+
+                raise WeightsMissingError(f"VGG-19 weights '{resolved}' (config key '{key}') do not fit VGG-19 "
+                                          f"features: missing {needed[:3]}, unexpected {unexpected[:3]}")
         else:
             vgg.load_state_dict(state)
         return vgg.features
@@ -46,8 +56,8 @@ class VGGFeatures(nn.Module):
 
     def __init__(self, pretrained: str | None = None, layers: tuple[int, ...] = (3, 5, 10), key: str = "loss.vgg_pretrained"):
         super().__init__()
-        features = _load_vgg19(pretrained, key)
-        conv_positions = [i for i, m in enumerate(features) if isinstance(m, nn.Conv2d)]
+        conv_positions = VGG19_CONV_POSITIONS
+        features = _load_vgg19(pretrained, key, upto=conv_positions[max(layers) - 1] + 1)
         self.taps = [conv_positions[k - 1] + 1 for k in layers]  # the ReLU after the k-th conv
         self.trunk = features[: max(self.taps) + 1].eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
