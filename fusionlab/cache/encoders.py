@@ -49,14 +49,21 @@ def image_encode_fn(encoder) -> EncodeFn:
     from fusionlab.data.io import read_ir, read_vi
 
     def encode(sources: list[dict]) -> dict[str, torch.Tensor]:
-        ir, vi = [], []
-        for s in sources:  # images may differ in size: encode one by one
-            x_ir = torch.from_numpy(read_ir(s["ir"])[0])[None, None]
-            x_vi = torch.from_numpy(read_vi(s["vi"])[0]).permute(2, 0, 1)[None]
-            with torch.no_grad():
-                ir.append(encoder.encode_image(x_ir.to(encoder.mean.device))[0])
-                vi.append(encoder.encode_image(x_vi.to(encoder.mean.device))[0])
-        return {"ir": torch.stack(ir), "vi": torch.stack(vi)}
+        irs = [torch.from_numpy(read_ir(s["ir"])[0])[None] for s in sources]
+        vis = [torch.from_numpy(read_vi(s["vi"])[0]).permute(2, 0, 1) for s in sources]
+        out = {}
+        for name, images in (("ir", irs), ("vi", vis)):
+            feats: list[torch.Tensor | None] = [None] * len(images)
+            by_size: dict[tuple, list[int]] = {}
+            for j, img in enumerate(images):  # one encoder call per image size
+                by_size.setdefault(tuple(img.shape), []).append(j)
+            for rows in by_size.values():
+                with torch.no_grad():
+                    batch = torch.stack([images[j] for j in rows]).to(encoder.mean.device)
+                    for j, f in zip(rows, encoder.encode_image(batch)):
+                        feats[j] = f
+            out[name] = torch.stack(feats)
+        return out
 
     return encode
 
