@@ -18,7 +18,15 @@ from pathlib import Path
 import torch
 
 from fusionlab.cache.store import (
-    FORMAT, INDEX, SHARD_GLOB, EmbeddingCache, entry_key, load_shard, read_index, write_index, write_shard,
+    FORMAT,
+    INDEX,
+    SHARD_GLOB,
+    EmbeddingCache,
+    entry_key,
+    load_shard,
+    read_index,
+    write_index,
+    write_shard,
 )
 from fusionlab.errors import PipelineError
 
@@ -62,7 +70,7 @@ def plan(path: str | Path, sources: dict[str, dict], encoder: dict) -> Plan:
         log.warning("%s; rebuilding the whole cache", exc)
         return Plan(keys, list(sources))
     bad = EmbeddingCache(path).verify()
-    for name, problem in bad.items():
+    for problem in bad.values():
         log.warning("%s (its entries are recomputed)", problem)
     entries = index["entries"]
     stale = [i for i in sources

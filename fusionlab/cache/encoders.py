@@ -26,7 +26,7 @@ def text_encode_fn(encoder) -> EncodeFn:
     """pooled [B,D], tokens [B,L,W] and mask [B,L] for a batch of caption sources."""
 
     def encode(sources: list[dict]) -> dict[str, torch.Tensor]:
-        return dict(zip(TEXT_FIELDS, encoder.encode_text([s["text"] for s in sources])))
+        return dict(zip(TEXT_FIELDS, encoder.encode_text([s["text"] for s in sources]), strict=True))
 
     return encode
 
@@ -60,7 +60,7 @@ def image_encode_fn(encoder) -> EncodeFn:
             for rows in by_size.values():
                 with torch.no_grad():
                     batch = torch.stack([images[j] for j in rows]).to(encoder.mean.device)
-                    for j, f in zip(rows, encoder.encode_image(batch)):
+                    for j, f in zip(rows, encoder.encode_image(batch), strict=True):
                         feats[j] = f
             out[name] = torch.stack(feats)
         return out

@@ -262,7 +262,7 @@ class BlipCaptioner:
         """Captions for a batch; prompted generation runs one image at a time (no padded prompts)."""
         pixels = [(img.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8) for img in images]
         device = next(self.model.parameters()).device
-        jobs = [(pixels, None)] if prompts is None else [([p], [t]) for p, t in zip(pixels, prompts)]
+        jobs = [(pixels, None)] if prompts is None else [([p], [t]) for p, t in zip(pixels, prompts, strict=True)]
         texts: list[str] = []
         for imgs, text in jobs:
             inputs = self.processor(images=imgs, text=text, return_tensors="pt")
@@ -281,8 +281,8 @@ class BlipCaptioner:
                 out[modality] = self._generate(images[modality], [self._prompt(s, modality) for s in summaries])
             else:
                 texts = self._generate(images[modality], None)
-                out[modality] = [f"{t}; {s}" if t else s for t, s in zip(texts, summaries)]
-        return [_record(a, b, self.cfg.separator) for a, b in zip(out["ir"], out["vi"])]
+                out[modality] = [f"{t}; {s}" if t else s for t, s in zip(texts, summaries, strict=True)]
+        return [_record(a, b, self.cfg.separator) for a, b in zip(out["ir"], out["vi"], strict=True)]
 
 
 # ---------------------------------------------------------------------------- file

@@ -64,7 +64,7 @@ class CaptionModule(L.LightningModule):
         )
 
     def predict_step(self, batch, batch_idx):
-        return [{"id": i, **rec} for i, rec in zip(batch["id"], self.captioner.caption(batch))]
+        return [{"id": i, **rec} for i, rec in zip(batch["id"], self.captioner.caption(batch), strict=True)]
 
 
 class EncodeModule(L.LightningModule):

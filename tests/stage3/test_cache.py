@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fusionlab.cache import EmbeddingCache
-from fusionlab.cache.build import merge, plan, repair, update, write_part, encode_rows
+from fusionlab.cache.build import encode_rows, merge, plan, repair, update, write_part
 from fusionlab.cache.encoders import text_sources
 from fusionlab.errors import PipelineError
 

@@ -2,13 +2,16 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from fusionlab.errors import ConfigError, DataError, WeightsMissingError
 from fusionlab.models.captioner import (
-    CaptionerConfig, DepthTemplateCaptioner, FileCaptioner, build_captioner, join_captions,
+    CaptionerConfig,
+    DepthTemplateCaptioner,
+    FileCaptioner,
+    build_captioner,
+    join_captions,
 )
 from fusionlab.models.text import ClipEncoder
 
@@ -126,7 +129,13 @@ def test_file_captioner_jsonl_csv_and_dataset(tmp_path):
 
 
 def _tiny_blip(folder):
-    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+    from transformers import (
+        BertTokenizerFast,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
 
     folder.mkdir()
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"] + \
