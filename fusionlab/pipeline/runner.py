@@ -199,18 +199,45 @@ def _launch(spec: StageSpec, pipeline: PipelineConfig, group: str, pipeline_file
            "--context", str(ctx_file), "--name", spec.name]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(spec.out_dir / "stage.log", "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        try:
-            assert proc.stdout is not None
-            while chunk := proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096):
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-                log.write(chunk)
-            return proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
+        return _tee_process(cmd, env, log)
+
+
+def _tee_process(cmd: list[str], env: dict, log) -> int:
+    """Run `cmd`, showing its output live and appending it to `log`.
+
+    On a terminal the child gets a pseudo-terminal, so its progress bars behave as if run directly.
+    """
+    if sys.stdout.isatty():
+        import pty
+
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+        os.close(slave)
+        read = lambda: _read_pty(master)  # noqa: E731
+    else:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        master = None
+        read = lambda: proc.stdout.read1(65536)  # noqa: E731
+    try:
+        while chunk := read():
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+            log.write(chunk)
+        return proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        if master is not None:
+            os.close(master)
+
+
+def _read_pty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the child closed the terminal
+        return b""
 
 
 def _row(spec: StageSpec, status: str, man: dict | None, wall: float | None = None) -> dict:

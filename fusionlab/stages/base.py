@@ -201,7 +201,7 @@ class StageContext:
         `overrides` replace TrainerConfig fields or pass extra Trainer arguments.
         """
         import lightning as L
-        from lightning.pytorch.callbacks import ModelCheckpoint
+        from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 
         opts = cfg.model_dump()
         every = opts.pop("checkpoint_every_n_steps")
@@ -213,10 +213,14 @@ class StageContext:
             every_n_train_steps=every,
             save_on_train_epoch_end=True,
         )
+        extra = []
+        if opts.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks or []):
+            # tqdm rather than rich: it also reports progress when the output is a pipe or a log file.
+            extra.append(TQDMProgressBar(refresh_rate=max(1, int(opts.get("log_every_n_steps") or 1))))
         trainer = L.Trainer(
             default_root_dir=str(self.out_dir),
             logger=self.loggers(name),
-            callbacks=[ckpt, *(callbacks or [])],
+            callbacks=[ckpt, *extra, *(callbacks or [])],
             num_sanity_val_steps=0,
             **{k: v for k, v in opts.items() if v is not None},
         )

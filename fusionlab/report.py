@@ -1,0 +1,370 @@
+"""The run report: `<run_dir>/report/index.html` and `report.md`, built from the run's manifests.
+
+Every number shown comes from a stage's `manifest.json` (or a file that manifest lists), never
+from constants, so the report always describes this run. Images sit beside the report (PNG),
+and the HTML needs no network: no scripts, no external styles or fonts.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fusionlab.artifacts import atomic_dir
+from fusionlab.errors import PipelineError
+from fusionlab.pipeline.manifest import read_manifest
+
+REPORT_DIR = "report"
+FUSION_KEYS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "CC", "PSNR", "Nabf")
+LOWER_IS_BETTER = {"Nabf", "MSE"}
+
+
+@dataclass
+class StageInfo:
+    name: str
+    status: str
+    manifest: dict | None
+    out_dir: Path
+    deps: list[str] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> dict:
+        return (self.manifest or {}).get("metrics", {})
+
+
+# --------------------------------------------------------------------------- collecting
+
+
+def collect_stages(run_dir: Path) -> list[StageInfo]:
+    """Stages in pipeline order (from the last run's summary, else by start time)."""
+    summary = run_dir / ".fusionlab" / "summary.json"
+    order: list[tuple[str, str]] = []
+    if summary.is_file():
+        order = [(row["stage"], row["status"]) for row in json.loads(summary.read_text())]
+    known = {name for name, _ in order}
+    extra = sorted(
+        (p.parent for p in run_dir.glob("*/manifest.json") if p.parent.name not in known),
+        key=lambda d: (read_manifest(d) or {}).get("started_at", ""),
+    )
+    order += [(d.name, "ran") for d in extra]
+    stages = []
+    for name, status in order:
+        man = read_manifest(run_dir / name)
+        deps = list((man or {}).get("upstream", {}))
+        if man is None:
+            ctx_file = run_dir / name / ".fusionlab" / "context.json"
+            if ctx_file.is_file():
+                deps = list(json.loads(ctx_file.read_text()).get("upstream", {}))
+        stages.append(StageInfo(name, status if man or status == "FAILED" else "not run", man, run_dir / name, deps))
+    return stages
+
+
+def _scalar_metrics(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def stage_table(stages: list[StageInfo]) -> list[list[str]]:
+    rows = [["stage", "type", "status", "wall time", "devices", "precision", "key metrics"]]
+    for s in stages:
+        man = s.manifest or {}
+        dev = man.get("devices", {})
+        headline = man.get("headline") or list(_scalar_metrics(s.metrics))[:3]
+        shown = ", ".join(f"{k}={_fmt(s.metrics[k])}" for k in headline if k in s.metrics)
+        rows.append([
+            s.name, man.get("type", "–"), s.status,
+            f"{man['wall_time_s']:.1f} s" if "wall_time_s" in man else "–",
+            f"{dev.get('world_size', '–')}× {dev.get('accelerator', '')}".strip() if dev else "–",
+            str(man.get("precision", "–")), shown or "–",
+        ])
+    return rows
+
+
+def fusion_table(stages: list[StageInfo]) -> list[list[str]] | None:
+    """Fused images against simple references and other fusion stages (e.g. the baseline preset)."""
+    rows: list[tuple[str, dict]] = []
+    refs: dict[str, dict] = {}
+    for s in stages:
+        evals = {k[len("eval/"):]: v for k, v in _scalar_metrics(s.metrics).items() if k.startswith("eval/")}
+        if not evals:
+            continue
+        preset = (s.manifest or {}).get("config", {}).get("preset", "")
+        rows.append((f"{s.name} ({preset})" if preset else s.name, evals))
+        for key, value in _scalar_metrics(s.metrics).items():
+            if key.startswith("ref/"):
+                _, ref, metric = key.split("/", 2)
+                refs.setdefault(ref, {})[metric] = value
+    if not rows:
+        return None
+    rows += [(f"reference: {name}", values) for name, values in refs.items()]
+    keys = [k for k in FUSION_KEYS if any(k in values for _, values in rows)]
+    best = {}
+    for k in keys:
+        present = [values[k] for _, values in rows if k in values]
+        best[k] = min(present) if k in LOWER_IS_BETTER else max(present)
+    table = [["method", *[f"{k} {'↓' if k in LOWER_IS_BETTER else '↑'}" for k in keys]]]
+    for name, values in rows:
+        table.append([name, *[(("**" + _fmt(values[k]) + "**") if values.get(k) == best[k] else _fmt(values.get(k)))
+                              if k in values else "–" for k in keys]])
+    return table
+
+
+def depth_table(stages: list[StageInfo]) -> list[list[str]] | None:
+    """Depth error of the frozen depth nets on IR, VIS and fused inputs (lower is better)."""
+    values: dict[str, dict[str, float]] = {}
+    for s in stages:
+        for key, value in _scalar_metrics(s.metrics).items():
+            if key.startswith("depth/"):
+                _, source, metric = (key.split("/", 2) + [""])[:3]
+                if metric:
+                    values.setdefault(f"{source} ({s.name})", {})[metric] = value
+    if not values:
+        depth = next((s for s in stages if (s.manifest or {}).get("type") == "depth"), None)
+        if depth is None:
+            return None
+        for net in ("ir", "vis"):
+            m = {k.split("/", 1)[1]: v for k, v in _scalar_metrics(depth.metrics).items() if k.startswith(f"{net}/val_")}
+            if m:
+                values[f"{net.upper()} net on {net.upper()} (stage depth)"] = m
+    metrics = sorted({m for v in values.values() for m in v})
+    return [["input", *metrics], *[[name, *[_fmt(v.get(m)) for m in metrics]] for name, v in values.items()]]
+
+
+def detection_table(stages: list[StageInfo]) -> list[list[str]] | None:
+    for s in stages:
+        if (s.manifest or {}).get("type") != "detect":
+            continue
+        per_set: dict[str, dict[str, float]] = {}
+        for key, value in _scalar_metrics(s.metrics).items():
+            parts = key.split("/")
+            if len(parts) == 2 and parts[0] in ("ir", "vis", "vi", "fused", "bilevel") or key.startswith("map/"):
+                name, metric = (parts[1], parts[2]) if key.startswith("map/") and len(parts) == 3 else parts[:2]
+                per_set.setdefault(name, {})[metric] = value
+        if not per_set:
+            return None
+        metrics = sorted({m for v in per_set.values() for m in v})
+        return [["image set", *metrics], *[[name, *[_fmt(v.get(m)) for m in metrics]] for name, v in per_set.items()]]
+    return None
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def pipeline_svg(stages: list[StageInfo]) -> str:
+    """The pipeline as boxes and arrows, coloured by status, with time and one key metric."""
+    colours = {"ran": "#d8f0d8", "skipped": "#e4ecf7", "kept": "#e4ecf7", "FAILED": "#f7d4d4", "not run": "#eeeeee"}
+    w, h, gap, top = 150, 74, 40, 20
+    pos = {s.name: (20 + i * (w + gap), top + (i % 2) * 46) for i, s in enumerate(stages)}
+    width = 40 + len(stages) * (w + gap)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{top + h + 70}" '
+             f'font-family="sans-serif" font-size="12" role="img" aria-label="pipeline diagram">',
+             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+             'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>']
+    for s in stages:
+        x2, y2 = pos[s.name]
+        for dep in s.deps:
+            if dep in pos:
+                x1, y1 = pos[dep]
+                parts.append(f'<line x1="{x1 + w}" y1="{y1 + h / 2}" x2="{x2}" y2="{y2 + h / 2}" '
+                             'stroke="#555" stroke-width="1.2" marker-end="url(#arrow)"/>')
+    for s in stages:
+        x, y = pos[s.name]
+        man = s.manifest or {}
+        headline = [k for k in (man.get("headline") or []) if k in s.metrics][:1]
+        metric = f"{headline[0].split('/')[-1]}={_fmt(s.metrics[headline[0]])}" if headline else ""
+        wall = f"{man['wall_time_s']:.0f} s" if "wall_time_s" in man else ""
+        parts += [
+            f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="8" fill="{colours.get(s.status, "#eee")}" stroke="#444"/>',
+            f'<text x="{x + 8}" y="{y + 18}" font-weight="bold">{html.escape(s.name)}</text>',
+            f'<text x="{x + 8}" y="{y + 36}">{html.escape(s.status)} {html.escape(wall)}</text>',
+            f'<text x="{x + 8}" y="{y + 54}">{html.escape(metric[:24])}</text>',
+        ]
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def loss_curves(stages: list[StageInfo], out: Path) -> list[str]:
+    """One PNG per stage: every logged loss column of its CSV logs against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for s in stages:
+        series: dict[str, tuple[list[float], list[float]]] = {}
+        for path in sorted((s.out_dir / "logs").glob("*/metrics.csv")):
+            phase = path.parent.name
+            with open(path, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    step = row.get("step")
+                    for key, value in row.items():
+                        if "loss" in key.lower() or "mse" in key.lower() or "absrel" in key.lower():
+                            if value not in ("", None) and step not in ("", None):
+                                name = key if phase == "main" else f"{phase}/{key}"
+                                xs, ys = series.setdefault(name, ([], []))
+                                xs.append(float(step))
+                                ys.append(float(value))
+        if not series:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+        for name, (xs, ys) in sorted(series.items())[:8]:
+            ax.plot(xs, ys, label=name, marker="." if len(xs) < 30 else None)
+        ax.set_title(f"stage {s.name}")
+        ax.set_xlabel("step")
+        if all(min(ys) > 0 for _, ys in series.values()):
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        name = f"curves_{s.name}.png"
+        fig.savefig(out / name)
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+def image_grid(stages: list[StageInfo], out: Path, rows: int = 4) -> str | None:
+    """IR | VIS | depth | caption | fused for a few eval images, as one PNG."""
+    fusion = next((s for s in stages if (s.manifest or {}).get("type") == "fusion" and (s.out_dir / "fused").is_dir()), None)
+    if fusion is None:
+        return None
+    fused = sorted((fusion.out_dir / "fused").glob("*.png"))[:rows]
+    root = Path((fusion.manifest or {}).get("config", {}).get("data", {}).get("val_root")
+                or (fusion.manifest or {}).get("config", {}).get("data", {}).get("root", ""))
+    captions = {}
+    for s in stages:
+        path = s.out_dir / "captions.jsonl"
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                rec = json.loads(line)
+                captions[rec.get("id")] = rec.get("caption", "")
+    if not fused:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from fusionlab.data.io import read_image
+
+    def load(folder: str, stem: str):
+        for ext in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+            path = root / folder / f"{stem}{ext}"
+            if path.is_file():
+                return read_image(path)[0]
+        return None
+
+    fig, axes = plt.subplots(len(fused), 5, figsize=(13, 2.3 * len(fused)), dpi=90, squeeze=False)
+    for r, path in enumerate(fused):
+        stem = path.stem
+        depth = load("depth", stem)
+        panels = [("IR", load("ir", stem)), ("VIS", load("vi", stem)),
+                  ("depth (m)", None if depth is None else depth.astype(np.float32) / 256.0),
+                  ("caption", None), ("fused", read_image(path)[0])]
+        for c, (title, img) in enumerate(panels):
+            ax = axes[r][c]
+            ax.axis("off")
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+            if title == "caption":
+                import textwrap
+
+                ax.text(0, 0.5, textwrap.fill(captions.get(stem, "(no caption)"), 38), fontsize=7, va="center")
+            elif img is not None:
+                ax.imshow(img.squeeze(), cmap="magma" if title.startswith("depth") else "gray")
+        axes[r][0].text(-0.05, 0.5, stem, transform=axes[r][0].transAxes, rotation=90, va="center", ha="right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "grid.png")
+    plt.close(fig)
+    return "grid.png"
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _md_table(rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0]),
+                      *["| " + " | ".join(r) + " |" for r in rows[1:]]])
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    def cell(text: str, tag: str) -> str:
+        bold = text.startswith("**") and text.endswith("**")
+        inner = html.escape(text.strip("*") if bold else text)
+        return f"<{tag}>{'<b>' + inner + '</b>' if bold else inner}</{tag}>"
+
+    head = "".join(cell(c, "th") for c in rows[0])
+    body = "".join("<tr>" + "".join(cell(c, "td") for c in r) + "</tr>" for r in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:0.6em 0 1.4em}th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}
+th{background:#f3f3f3}img{max-width:100%}h2{border-bottom:1px solid #ddd;padding-bottom:3px}
+.note{color:#666;font-size:12px}details{margin:0.3em 0}"""
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Write `<run_dir>/report/index.html` and `<run_dir>/report/report.md`; returns the HTML path."""
+    run_dir = Path(run_dir).resolve()
+    stages = collect_stages(run_dir)
+    if not stages:
+        raise PipelineError(f"'{run_dir}' holds no stage manifests: run a pipeline into it first (`fusionlab run PIPELINE`)")
+    with atomic_dir(run_dir / REPORT_DIR) as tmp:
+        out = Path(tmp)
+        sections: list[tuple[str, str, str]] = []  # (title, markdown, html)
+        (out / "pipeline.svg").write_text(pipeline_svg(stages))
+        table = stage_table(stages)
+        sections.append(("Pipeline", "![pipeline](pipeline.svg)\n\n" + _md_table(table),
+                         '<img src="pipeline.svg" alt="pipeline diagram">' + _html_table(table)))
+        for title, note, rows in (
+            ("Fusion quality", "Mean over the eval split; best per metric in bold (↓: lower is better).", fusion_table(stages)),
+            ("Depth", "Depth error of the frozen stage-1 nets on each input (lower is better).", depth_table(stages)),
+            ("Detection", "Detectors trained on identical splits and seeds, one per image set.", detection_table(stages)),
+        ):
+            if rows:
+                sections.append((title, f"{note}\n\n{_md_table(rows)}", f'<p class="note">{html.escape(note)}</p>{_html_table(rows)}'))
+        grid = image_grid(stages, out)
+        if grid:
+            sections.append(("Images", f"![IR, VIS, depth, caption, fused]({grid})",
+                             f'<img src="{grid}" alt="IR | VIS | depth | caption | fused">'))
+        curves = loss_curves(stages, out)
+        if curves:
+            sections.append(("Training curves", "\n".join(f"![{c}]({c})" for c in curves),
+                             "".join(f'<img src="{c}" alt="{c}">' for c in curves)))
+        details_md, details_html = [], []
+        for s in stages:
+            scalars = _scalar_metrics(s.metrics)
+            if scalars:
+                rows = [["metric", "value"], *[[k, _fmt(v)] for k, v in scalars.items()]]
+                details_md.append(f"### {s.name}\n\n{_md_table(rows)}")
+                details_html.append(f"<details><summary>{html.escape(s.name)}: {len(scalars)} metrics</summary>"
+                                    f"{_html_table(rows)}</details>")
+        sections.append(("All metrics (from the manifests)", "\n\n".join(details_md), "".join(details_html)))
+
+        title = f"fusionlab run: {run_dir.name}"
+        md = [f"# {title}", "", f"Run dir: `{run_dir}`", ""]
+        body = [f"<h1>{html.escape(title)}</h1><p class=\"note\">Run dir: {html.escape(str(run_dir))}. "
+                "Every number comes from the stages' manifest.json files.</p>"]
+        for name, md_text, html_text in sections:
+            md += [f"## {name}", "", md_text, ""]
+            body.append(f"<h2>{html.escape(name)}</h2>{html_text}")
+        (out / "report.md").write_text("\n".join(md))
+        (out / "index.html").write_text(
+            f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
+    return run_dir / REPORT_DIR / "index.html"
