@@ -88,17 +88,20 @@ def test_cache_command_info_verify_and_repair(tmp_path, stage_config, capsys):
     from fusionlab.cli import main
 
     out = tmp_path / "captions"
-    stage.run(stage.Config.model_validate(stage_config(preview=1)), _ctx(out))
+    stage.run(stage.Config.model_validate(stage_config(preview=1, image_embeddings=True)), _ctx(out))
     before = EmbeddingCache(out / "embeddings").get(["00002"])["pooled"]
+    before_image = EmbeddingCache(out / "embeddings" / "images").get(["00002"])["vi"]
     assert main(["cache", "info", str(out)]) == 0
-    assert "entries  6" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("entries  6") == 2
     shard = next((out / "embeddings").glob("shard-*.safetensors"))
     shard.write_bytes(shard.read_bytes()[:-7] + b"garbage")
+    next((out / "embeddings" / "images").glob("shard-*.safetensors")).unlink()
     assert main(["cache", "verify", str(out / "embeddings")]) == 1
     assert shard.name in capsys.readouterr().err
     assert main(["cache", "verify", "--repair", str(out)]) == 0
-    assert "recomputed 6 entries" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("recomputed 6 entries") == 2
     assert main(["cache", "verify", str(out)]) == 0
     assert torch.allclose(EmbeddingCache(out / "embeddings").get(["00002"])["pooled"], before, atol=1e-6)
+    assert torch.allclose(EmbeddingCache(out / "embeddings" / "images").get(["00002"])["vi"], before_image, atol=1e-6)
     assert main(["cache", "info", str(tmp_path / "nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err
