@@ -246,12 +246,27 @@ def _vif_terms(mu1, mu2, e11, e22, e12, eps: float, sigma_nsq: float):
     return num, den
 
 
+def _check_vif_size(size) -> None:
+    """The 4-scale pyramid with 'valid' filters needs at least 41 x 41 pixels."""
+    from fusionlab.errors import DataError
+
+    h, w = size
+    for scale in range(1, 5):
+        n = 2 ** (5 - scale) + 1
+        if scale > 1:
+            h, w = (h - n + 2) // 2, (w - n + 2) // 2
+        if h < n or w < n:
+            raise DataError(f"VIF needs images of at least 41x41 pixels, got {size[1]}x{size[0]} (WxH); "
+                            "leave VIF out of the metric list for smaller images")
+
+
 def vif_pair(f, a, b, eps: float = 1e-10, sigma_nsq: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Multiscale pixel-domain VIF of Sheikh & Bovik (4 scales) for A -> F and B -> F.
 
     Gaussian windows N = 2^(5-s)+1, sigma = N/5, 'valid' filtering, downsampling by 2, and the
     eps guards of the published code. Both sources share the statistics of F.
     """
+    _check_vif_size(f.shape[-2:])
     imgs = torch.stack([a, b, f]).double()  # [3, B, H, W]
     num = torch.zeros(2, f.shape[0], dtype=torch.float64, device=f.device)
     den = torch.zeros_like(num)
