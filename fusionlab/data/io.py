@@ -86,8 +86,20 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
 
 
 def _jpeg_complete(data: bytes) -> bool:
-    """OpenCV silently decodes truncated JPEGs; a complete one ends with the EOI marker."""
-    return b"\xff\xd9" in data[-64:]
+    """OpenCV silently decodes truncated JPEGs. A complete one ends with the EOI marker; when a
+    camera appended a trailer after it, Pillow's strict decoder settles the question."""
+    if b"\xff\xd9" in data[-64:]:
+        return True
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except OSError:
+        return False
+    return True
 
 
 def to_unit_float(arr: np.ndarray, *, stretch_16bit: bool = False) -> np.ndarray:

@@ -67,6 +67,9 @@ def test_truncated_jpeg_is_detected(tmp_path):
     bad.write_bytes(buf.tobytes()[: len(buf) // 2])
     with pytest.raises(DataError, match="cut.jpg"):
         read_image(bad)
+    trailer = tmp_path / "trailer.jpg"  # a complete JPEG with camera data after its end marker
+    trailer.write_bytes(buf.tobytes() + b"\x00" * 200)
+    assert read_image(trailer)[0].shape == (32, 32, 3)
 
 
 def test_write_image_and_depth_round_trip(tmp_path):
