@@ -175,7 +175,6 @@ class _Scene:
         side, first = rng.choice([-1.0, 1.0]), rng.uniform(6, 20)
         lamp_z = [first + 22 * k for k in range(4)] if (not night or rng.random() < 0.85) else []
         self.lamps = [(float(self.road_centre(z)) + side * (self.road_half + 1.2), z) for z in lamp_z]
-        self.oncoming: list[Thing] = []
 
     # -- lighting ------------------------------------------------------------
     def light(self, x, z):
@@ -210,7 +209,8 @@ class _Scene:
         # ground plane
         zrow = cam.ground_depth()
         ground = rows[:, 0] > cam.horizon
-        zg = np.where(ground, np.maximum(zrow, 0) + np.where(zrow == 0, MAX_DEPTH_M * 2, 0), 1.0)[:, None]
+        # depth used for shading; ground beyond MAX_DEPTH_M (depth 0 = no measurement) is shaded as far away
+        zg = np.where(ground, np.where(zrow > 0, zrow, 2 * MAX_DEPTH_M), 1.0)[:, None]
         xg = (np.arange(W, dtype=np.float64)[None, :] + 0.5 - W / 2) * zg / cam.focal
         lat = xg - self.road_centre(zg)
         road = np.abs(lat) <= self.road_half
@@ -238,7 +238,7 @@ class _Scene:
             self.pole(lx, lz, 6.5, 0.15, lamp=True)
 
     def skyline(self):
-        """Buildings and trees on the horizon: far, flat, windows lit at night."""
+        """Buildings on the horizon: far, flat, some windows lit at night."""
         cam, rng = self.cam, self.rng
         x = 0
         while x < cam.width:
