@@ -43,8 +43,8 @@ def batch_metric_values(ir, vi, fused, convention="cddfuse", metrics=None, value
             raise DataError(f"got {len(ir)} ir, {len(vi)} vi and {len(fused)} fused images; they must pair up")
         rows = [batch_metric_values(a, b, f, convention, names, value_range) for a, b, f in zip(ir, vi, fused)]
         return {n: torch.cat([r[n] for r in rows]) for n in names}
-    _same_size(ir, vi, fused)
     a, b, f = (to_gray255(t, value_range) for t in (ir, vi, fused))
+    _same_size(a, b, f)
     if not (a.shape[0] == b.shape[0] == f.shape[0]):
         raise DataError(f"batch sizes differ: ir {a.shape[0]}, vi {b.shape[0]}, fused {f.shape[0]}")
     return fusion_metrics(f, a, b, convention, names)
