@@ -114,7 +114,7 @@ def layout_error(root: Path, expected: str | None = None) -> DataError:
     if splits:
         return DataError(
             f"'{root}' holds splits {', '.join(sorted(splits))}, not pairs: set `data.split: {sorted(splits)[0]}` "
-            f"(or point `data.root` at '{root / sorted(splits)[0]}')"
+            f"(on the command line `--split {sorted(splits)[0]}`), or point `data.root` at '{root / sorted(splits)[0]}'"
         )
     hint = ""
     ir_guess = next((n for n in kids if n in IR_NAMES or difflib.get_close_matches(n, IR_NAMES, 1, 0.75)), None)
