@@ -1,0 +1,82 @@
+"""`fusionlab eval` on tiny generated folders: outputs, best marking, missing files, size errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+
+@pytest.fixture
+def folders(tmp_path):
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:48, 0:56]
+    for d in ("ir", "vi", "good", "blurry"):
+        (tmp_path / d).mkdir()
+    for i in range(3):
+        ir = np.clip(120 + 60 * np.sin(x / (4 + i)) + rng.normal(0, 10, x.shape), 0, 255).astype(np.uint8)
+        vi = np.clip(rng.normal(110, 40, (48, 56, 3)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / "ir" / f"p{i}.png"), ir)
+        cv2.imwrite(str(tmp_path / "vi" / f"p{i}.jpg"), vi)
+        gray = cv2.cvtColor(vi, cv2.COLOR_BGR2GRAY)
+        good = ((ir.astype(float) + gray) / 2).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / "good" / f"p{i}.png"), good)
+        if i < 2:  # p2 is missing for this method
+            cv2.imwrite(str(tmp_path / "blurry" / f"p{i}.png"), cv2.blur(good, (7, 7)))
+    return tmp_path
+
+
+def test_eval_two_methods(folders, cli_inproc):
+    out = folders / "res" / "run"
+    proc = cli_inproc("eval", "--ir", str(folders / "ir"), "--vi", str(folders / "vi"),
+                      "--fused", f"good={folders / 'good'}", str(folders / "blurry"),
+                      "--metrics", "EN", "SF", "MSE", "Nabf", "--out", str(out))
+    assert "Convention: cddfuse" in proc.stdout
+    assert "blurry: 1 of 3 fused images missing" in proc.stderr and "p2" in proc.stderr
+
+    with open(f"{out}_per_image.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 5 and {r["convention"] for r in rows} == {"cddfuse"}
+    assert list(rows[0])[4:] == ["EN", "SF", "MSE", "Nabf"]
+
+    summary = json.loads(open(f"{out}_summary.json").read())
+    assert summary["convention"] == "cddfuse" and summary["lower_is_better"] == ["MSE", "Nabf"]
+    assert summary["methods"]["blurry"]["missing"] == ["p2"] and summary["methods"]["blurry"]["n"] == 2
+    good_sf = [float(r["SF"]) for r in rows if r["method"] == "good"]
+    assert summary["methods"]["good"]["metrics"]["SF"]["mean"] == pytest.approx(np.mean(good_sf))
+    assert summary["methods"]["good"]["metrics"]["SF"]["std"] == pytest.approx(np.std(good_sf))
+
+    with open(f"{out}_comparison.csv", newline="") as fh:
+        comparison = {r["metric"]: r for r in csv.DictReader(fh)}
+    means = {m: summary["methods"][m]["metrics"] for m in ("good", "blurry")}
+    for name, row in comparison.items():
+        lower = name in ("MSE", "Nabf")
+        assert row["better"] == ("lower" if lower else "higher")
+        pick = (min if lower else max)(means, key=lambda m: means[m][name]["mean"])
+        assert pick in row["best"].split(";"), name
+    md = open(f"{out}_comparison.md").read()
+    assert "MSE ↓" in md and "SF ↑" in md and "**" in md
+    assert "p2" in open(f"{out}_summary.md").read()
+    assert (folders / "res" / "run_summary.csv").is_file()
+
+
+def test_eval_size_mismatch_names_the_file(folders, cli_inproc):
+    cv2.imwrite(str(folders / "good" / "p1.png"), np.zeros((40, 56), np.uint8))
+    proc = cli_inproc("eval", "--ir", str(folders / "ir"), "--vi", str(folders / "vi"),
+                      "--fused", f"good={folders / 'good'}", "--out", str(folders / "x"), check=False)
+    assert proc.returncode == 2
+    assert "p1.png" in proc.stderr and "56x40" in proc.stderr
+
+
+def test_eval_strict_and_bad_arguments(folders, cli_inproc):
+    base = ["eval", "--ir", str(folders / "ir"), "--vi", str(folders / "vi"), "--out", str(folders / "x")]
+    proc = cli_inproc(*base, "--fused", f"b={folders / 'blurry'}", "--strict", check=False)
+    assert proc.returncode == 2 and "missing" in proc.stderr
+    proc = cli_inproc(*base, "--fused", f"b={folders / 'nowhere'}", check=False)
+    assert proc.returncode == 2 and "nowhere" in proc.stderr
+    proc = cli_inproc(*base, "--fused", f"b={folders / 'good'}", "--metrics", "BOGUS", check=False)
+    assert proc.returncode == 2 and "BOGUS" in proc.stderr
