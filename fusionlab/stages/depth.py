@@ -57,38 +57,10 @@ class Config(StageConfig):
 
 
 def depth_metric():
-    """Depth metrics (AbsRel, RMSE, δ1) as a torchmetrics Metric, DDP-safe."""
-    try:
-        from fusionlab.metrics.depth import DepthMetrics
-    except ImportError:  # TEMPORARY until fusionlab.metrics.depth lands
-        return _make_local()
+    """Depth metrics (AbsRel, RMSE, δ1, ...) as a DDP-reducible torchmetrics Metric."""
+    from fusionlab.metrics.depth import DepthMetrics
+
     return DepthMetrics()
-
-
-def _make_local():
-    import torchmetrics
-
-    class LocalDepthMetrics(torchmetrics.Metric):
-        full_state_update = False
-
-        def __init__(self):
-            super().__init__()
-            for name in ("absrel", "sq", "delta1", "n"):
-                self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-        def update(self, pred, gt):
-            valid = gt > 0
-            p, g = pred[valid].double(), gt[valid].double()
-            self.absrel += ((p - g).abs() / g).sum()
-            self.sq += ((p - g) ** 2).sum()
-            self.delta1 += (torch.maximum(p / g, g / p) < 1.25).sum()
-            self.n += valid.sum()
-
-        def compute(self):
-            n = self.n.clamp_min(1)
-            return {"absrel": self.absrel / n, "rmse": (self.sq / n).sqrt(), "delta1": self.delta1 / n}
-
-    return LocalDepthMetrics()
 
 
 class DepthModule(L.LightningModule):
@@ -136,7 +108,7 @@ class DepthModule(L.LightningModule):
         self.log("val_silog", loss, batch_size=gt.shape[0], sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        values = {k: float(v) for k, v in self.metric.compute().items()}
+        values = {k.lower(): float(v) for k, v in self.metric.compute().items()}
         self.metric.reset()
         for name, value in values.items():
             self.log(f"val_{name}", value, prog_bar=name == "absrel")
@@ -172,7 +144,7 @@ def depth_panel(estimator, images: torch.Tensor, gt: torch.Tensor) -> torch.Tens
     """[3, n*H, 4*W] panel: one row per image, columns input | prediction | ground truth | error.
 
     Depth columns share one colour scale per row (inverse depth). Error is |pred-gt|/gt on valid
-    pixels, shown with the magma map from 0 to 0.5 (50% relative error and above = brightest).
+    pixels, shown with the "hot" map from 0 to 0.5 (50% relative error and above = brightest).
     """
     import kornia
 
@@ -182,7 +154,7 @@ def depth_panel(estimator, images: torch.Tensor, gt: torch.Tensor) -> torch.Tens
         valid = g > 0
         hi = float((1.0 / g[valid].clamp(min=1e-3)).max()) if valid.any() else float((1.0 / p).max())
         err = torch.where(valid, (p - g).abs() / g.clamp(min=1e-3), torch.zeros_like(g))
-        err_rgb = kornia.color.apply_colormap((err / 0.5).clamp(0, 1), kornia.color.ColorMap("magma"))[0] * valid
+        err_rgb = kornia.color.apply_colormap((err / 0.5).clamp(0, 1), kornia.color.ColorMap("hot"))[0] * valid
         tiles = [x.expand(3, -1, -1), _colour_depth(p, torch.ones_like(valid), hi), _colour_depth(g, valid, hi), err_rgb]
         rows.append(torch.cat([t.cpu().float() for t in tiles], dim=2))
     return torch.cat(rows, dim=1).clamp(0, 1)
