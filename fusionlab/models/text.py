@@ -139,8 +139,8 @@ class ClipEncoder(torch.nn.Module):
             tokenizer = open_clip.SimpleTokenizer(context_length=cfg.tiny.context_length)
             return cls(model, tokenizer, name=name, model_cfg=model_cfg, preprocess=preprocess,
                        source={"model": name, "pretrained": cfg.pretrained, "seed": cfg.seed})
-        model = cls._create_named(cfg, key)
-        tokenizer = open_clip.get_tokenizer(name if not name.startswith("hf-hub:") else name)
+        model, source_name = cls._create_named(cfg, key)
+        tokenizer = open_clip.get_tokenizer(source_name)
         pp = getattr(model.visual, "preprocess_cfg", {}) or {}
         size = pp.get("size", getattr(model.visual, "image_size", 224))
         size = size[0] if isinstance(size, (tuple, list)) else size
@@ -152,7 +152,7 @@ class ClipEncoder(torch.nn.Module):
 
     @staticmethod
     def _create_named(cfg: ClipConfig, key: str):
-        """Named open_clip architectures: weights resolved locally first, clear error offline."""
+        """(model, name for the tokenizer) of a named architecture: weights resolved locally first."""
         import open_clip
 
         from fusionlab import weights
@@ -162,8 +162,9 @@ class ClipEncoder(torch.nn.Module):
         if name.startswith("hf-hub:"):
             hub_id = name[len("hf-hub:"):]
             path = weights.resolve(hub_id, what=what, key=f"{key}.model")
+            source = f"local-dir:{path}" if weights.is_local(path) else name
             with weights.loading(what, f"{key}.model", hub_id):
-                return open_clip.create_model(f"local-dir:{path}" if weights.is_local(path) else name)
+                return open_clip.create_model(source), source
         if open_clip.get_model_config(name) is None:
             import difflib
 
@@ -172,15 +173,15 @@ class ClipEncoder(torch.nn.Module):
                               + (f"; did you mean '{hint[0]}'?" if hint else "; see open_clip.list_models()"))
         if spec is None:
             torch.manual_seed(cfg.seed)
-            return _build_open_clip(name, None)
+            return _build_open_clip(name, None), name
         tag_cfg = open_clip.get_pretrained_cfg(name, spec) if not Path(spec).expanduser().exists() else {}
         hub = (tag_cfg or {}).get("hf_hub", "").strip("/")
         path = weights.resolve(hub or spec, what=f"{what} weights '{spec}'", key=f"{key}.pretrained")
         with weights.loading(f"{what} weights", f"{key}.pretrained", spec):
             if weights.is_local(path):
                 file = _checkpoint_in(Path(path)) if Path(path).is_dir() else path
-                return open_clip.create_model(name, pretrained=file, pretrained_text=False)
-            return open_clip.create_model(name, pretrained=spec)
+                return open_clip.create_model(name, pretrained=file, pretrained_text=False), name
+            return open_clip.create_model(name, pretrained=spec), name
 
     # ------------------------------------------------------------------ saving
 
