@@ -248,9 +248,8 @@ def _scan_kaist(base: Path, _split, report: CheckReport) -> Layout:
     lwir_dirs = sorted(p for p in base.rglob("lwir") if p.is_dir())
     if not lwir_dirs:
         raise layout_error(base, expected="kaist")
-    ann_root = next((base / n for n in ("annotations", "annotations-xml") if (base / n).is_dir()), None)
-    if ann_root is None and base.parent.joinpath("annotations").is_dir():
-        ann_root = base.parent / "annotations"
+    # annotations/ sits beside images/, possibly above `base` when a split (set00) was chosen
+    ann_root = next((d / "annotations" for d in (base, *list(base.parents)[:3]) if (d / "annotations").is_dir()), None)
     records = []
     for lwir in lwir_dirs:
         video = lwir.parent
@@ -258,8 +257,9 @@ def _scan_kaist(base: Path, _split, report: CheckReport) -> Layout:
         if not vis.is_dir():
             report.add("unpaired", lwir, f"'{lwir}' has no sibling 'visible/' folder; skipped")
             continue
-        rel = video.relative_to(base)
-        rel_parts = rel.parts[1:] if rel.parts and rel.parts[0].lower() == "images" else rel.parts
+        rel_parts = video.relative_to(ann_root.parent if ann_root is not None else base).parts
+        if rel_parts and rel_parts[0].lower() == "images":  # images/set00/V000 -> (set00, V000)
+            rel_parts = rel_parts[1:]
         prefix = "_".join(rel_parts)
         notes = {}
         for cand in ([ann_root / Path(*rel_parts)] if ann_root is not None and rel_parts else []) + [

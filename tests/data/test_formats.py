@@ -88,6 +88,8 @@ def test_kaist_videos_annotations_and_depth(tmp_path, h):
     assert ds[0].boxes[:, 0].tolist() == [0, 2] and ds.classes[:3] == ["person", "people", "cyclist"]
     assert torch.allclose(ds[0].boxes[0, 1:], torch.tensor([10 / 32, 8 / 24, 8 / 32, 8 / 24]))
     assert ds[0].depth is None and torch.allclose(ds[1].depth, torch.full((1, 24, 32), 10.0))
+    one_set = open_dataset(tmp_path, split="set00")  # images/set00; annotations/ found above it
+    assert one_set.ids == ds.ids and torch.equal(one_set[0].boxes, ds[0].boxes)
 
 
 def test_explicit_format_that_does_not_fit(generic):
