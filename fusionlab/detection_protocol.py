@@ -273,7 +273,8 @@ def write_tables(results: dict[str, dict], out_dir: str | Path, meta: dict | Non
     out_dir = Path(out_dir)
     rows = table_rows(results)
     paths = {"map.json": out_dir / "map.json", "map.csv": out_dir / "map.csv", "map.md": out_dir / "map.md"}
-    atomic_write_json(paths["map.json"], {"results": results, "rows": rows, **({"meta": meta} if meta else {})})
+    atomic_write_json(paths["map.json"], {"sets": list(results), "results": results, "rows": rows,
+                                          **({"meta": meta} if meta else {})})
     atomic_write_text(paths["map.csv"], to_csv(rows))
     atomic_write_text(paths["map.md"], to_markdown(rows, title))
     return paths
