@@ -62,7 +62,7 @@ class Config(StageConfig):
     model: UNetConfig = UNetConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     train: DenoiserTrainConfig = DenoiserTrainConfig()
-    trainer: TrainerConfig = TrainerConfig(max_epochs=6)
+    trainer: TrainerConfig = TrainerConfig(max_epochs=8)
 
 
 def _ema_fn(decay: float):

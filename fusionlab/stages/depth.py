@@ -31,7 +31,7 @@ class DepthModelConfig(Section):
     """Backbone of both depth nets (see fusionlab.models.depth)."""
 
     arch: Literal["compact", "hf"] = "compact"
-    base_channels: int = 16  # compact: width of the first level
+    base_channels: int = 8  # compact: width of the first level
     levels: int = 3  # compact: stride-2 stages
     min_depth: float = 0.1  # metres; outputs are bounded to [min_depth, max_depth]
     max_depth: float = 120.0
