@@ -225,6 +225,12 @@ def _module_class():
             opt_d.step()
             return {"loss_fusion": lf.detach(), "loss_det": ld_inner.detach(), "loss_det_lookahead": ld_outer.detach()}
 
+        def on_save_checkpoint(self, checkpoint) -> None:
+            checkpoint["steps_done"] = self.steps_done  # keeps the alternating schedule on resume
+
+        def on_load_checkpoint(self, checkpoint) -> None:
+            self.steps_done = int(checkpoint.get("steps_done", 0))
+
         def configure_optimizers(self):
             cfg = self.optim_cfg
             opt_f = torch.optim.Adam(self.fusion_net.parameters(), lr=cfg.lr_fusion)
@@ -394,8 +400,10 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     protocol_cfg = cfg.protocol.model_copy(update={"seed": cfg.seed})
 
     def make_trainer(epochs, set_name):
+        # one device: the protocol runs on rank 0 only, after the (possibly distributed) training above
         return ctx.make_trainer(cfg.trainer, name=f"protocol-{set_name}", max_epochs=epochs, max_steps=-1,
-                                limit_train_batches=None, limit_val_batches=0)
+                                limit_train_batches=None, limit_val_batches=0, devices=1, num_nodes=1,
+                                strategy="auto")
 
     def fit(trainer, module, dataloader, set_name):
         ctx.fit(trainer, module, None, name=f"protocol-{set_name}", train_dataloaders=dataloader)

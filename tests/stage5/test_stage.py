@@ -52,3 +52,30 @@ def test_stage_yaml_defaults_validate(repo_dir):
     assert raw["embeddings"] == "${captions.outputs.embeddings}"
     cfg = detect.Config.model_validate(raw)
     assert cfg.mode == "bilevel"
+
+
+def test_box_panels_for_wandb_and_png():
+    import torch
+    import wandb
+
+    from fusionlab.stages.detect import _wandb_boxes, draw_boxes
+
+    images = torch.full((2, 3, 32, 48), 100, dtype=torch.uint8)
+    preds = [torch.tensor([[4.0, 4.0, 20.0, 20.0, 0.9, 1.0], [1.0, 1.0, 3.0, 3.0, 0.1, 0.0]]), torch.zeros(0, 6)]
+    gts = [torch.tensor([[1, 0.25, 0.375, 0.33, 0.5]]), torch.zeros(0, 5)]
+    grid = draw_boxes(images, preds, gts, ["a", "b"])
+    assert grid.dtype == torch.uint8 and grid.shape[0] == 3
+    assert (grid[0] > 200).any()  # red predicted box drawn
+
+    class FakeRun:
+        logged: dict = {}
+
+        def log(self, data):
+            self.logged.update(data)
+
+    run = FakeRun()
+    _wandb_boxes(run, images, preds, ["a", "b"])
+    panel = run.logged["detect/boxes_on_fused"]
+    assert len(panel) == 2 and all(isinstance(p, wandb.Image) for p in panel)
+    boxes = panel[0]._boxes["predictions"]._val  # wandb keeps box_data here
+    assert len(boxes) == 1 and boxes[0]["class_id"] == 1  # the low-confidence box is left out
