@@ -29,12 +29,13 @@ def main() -> None:
     p.add_argument("--crop", type=int, default=160)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--width", type=int, default=8)
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--w-int", type=float, default=1.0)
     p.add_argument("--w-grad", type=float, default=1.0)
     p.add_argument("--w-ssim", type=float, default=1.0)
     p.add_argument("--grad-gain", type=float, default=1.0, help="target edge = gain * max source edge")
+    p.add_argument("--stretch", type=float, default=0.005, help="percentile of the per-source contrast stretch")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
@@ -70,8 +71,9 @@ def main() -> None:
     L.seed_everything(args.seed)
     out = Path(args.out)
     hp = {
-        "model": {"name": "baseline", "width": args.width, "depth": args.depth},
-        "loss": {"w_int": args.w_int, "w_grad": args.w_grad, "w_ssim": args.w_ssim, "grad_gain": args.grad_gain},
+        "model": {"name": "baseline", "width": args.width, "depth": args.depth, "stretch": args.stretch},
+        "loss": {"w_int": args.w_int, "w_grad": args.w_grad, "w_ssim": args.w_ssim, "grad_gain": args.grad_gain,
+                 "stretch": args.stretch},
         "lr": args.lr,
     }
     data = FusionDataModule(DataConfig(root=args.root, val_fraction=0.0, crop_size=args.crop,

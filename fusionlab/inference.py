@@ -52,10 +52,10 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _run(net, ir, vi, text, device, precision) -> torch.Tensor:
+def _run(net, ir, vi, text, device, precision, stats=None) -> torch.Tensor:
     try:
         with torch.inference_mode(), _autocast(device, precision):
-            return fuse_rgb(net, ir.to(device), vi.to(device), text).float().cpu()
+            return fuse_rgb(net, ir.to(device), vi.to(device), text, stats).float().cpu()
     except (torch.OutOfMemoryError, MemoryError) as exc:
         raise PipelineError(
             f"out of memory fusing a {tuple(ir.shape[-2:])} input on {device}: lower --tile "
@@ -94,6 +94,10 @@ def fuse_tiled(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | 
     ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
     if len(ys) == 1 and len(xs) == 1:
         return _run(net, ir, vi, text, device, precision)
+    with torch.inference_mode():
+        stats = net.image_stats(ir.to(device), vi.to(device))  # whole-image normalisation for every tile
+    if stats is not None:
+        stats = {k: v.expand(batch_size, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in stats.items()}
     out = torch.zeros(3, h, w)
     weight = torch.zeros(1, h, w)
     boxes = [(y, x) for y in ys for x in xs]
@@ -104,7 +108,8 @@ def fuse_tiled(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | 
         text_t = None
         if text is not None:
             text_t = {k: v.expand(len(chunk), *v.shape[1:]) for k, v in text.items()}
-        fused = _run(net, ir_t, vi_t, text_t, device, precision)
+        stats_t = None if stats is None else {k: v[: len(chunk)] for k, v in stats.items()}
+        fused = _run(net, ir_t, vi_t, text_t, device, precision, stats_t)
         for (y, x), f in zip(chunk, fused):
             wgt = _ramp(y, th, h, overlap)[:, None] * _ramp(x, tw, w, overlap)[None, :]
             out[:, y:y + th, x:x + tw] += f * wgt

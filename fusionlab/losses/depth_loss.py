@@ -14,11 +14,20 @@ from torch import nn
 from fusionlab.losses.silog import silog_loss
 
 
+def _resize(x: torch.Tensor, scale: float, nearest: bool = False) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    if nearest:  # depth: keep measured values and the 0 = invalid marker unblended
+        return F.interpolate(x, scale_factor=scale, mode="nearest")
+    return F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=True)
+
+
 class DepthDrivenLoss(nn.Module):
     """SiLog(D_ir(F), target_ir) + SiLog(D_vis(F), target_vis) with frozen estimators."""
 
-    def __init__(self, depth_ir: nn.Module, depth_vis: nn.Module, lam: float = 1.0):
+    def __init__(self, depth_ir: nn.Module, depth_vis: nn.Module, lam: float = 1.0, scale: float = 1.0):
         super().__init__()
+        self.scale = scale  # < 1 runs the depth nets on a downscaled image (CPU budget); SiLog is scale-free
         self.depth_ir = depth_ir.eval().requires_grad_(False)
         self.depth_vis = depth_vis.eval().requires_grad_(False)
         self.lam = lam
@@ -35,9 +44,13 @@ class DepthDrivenLoss(nn.Module):
 
     def forward(self, fused_rgb: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor,
                 gt_depth: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if self.scale != 1.0:
+            fused_rgb, ir, vi = (_resize(x, self.scale) for x in (fused_rgb, ir, vi))
+            gt_depth = None if gt_depth is None else _resize(gt_depth, self.scale, nearest=True)
         with torch.no_grad():
-            target_ir = self.targets(gt_depth, self.depth_ir(ir))
-            target_vis = self.targets(gt_depth, self.depth_vis(vi))
+            complete = gt_depth is not None and bool((gt_depth > 0).all())  # no pixel needs a source depth
+            target_ir = gt_depth if complete else self.targets(gt_depth, self.depth_ir(ir))
+            target_vis = gt_depth if complete else self.targets(gt_depth, self.depth_vis(vi))
         loss_ir = silog_loss(self.depth_ir(fused_rgb), target_ir, lam=self.lam)
         loss_vis = silog_loss(self.depth_vis(fused_rgb), target_vis, lam=self.lam)
         return {"depth_ir": loss_ir, "depth_vis": loss_vis, "total": loss_ir + loss_vis}

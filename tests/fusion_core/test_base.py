@@ -84,11 +84,11 @@ def test_fuse_rgb_keeps_odd_sizes_for_rgb_and_y_nets():
 
 
 def test_y_path_restores_vis_chroma():
-    """A fresh baseline outputs ~max(IR, Y); where VIS is brighter the output colour is VIS's."""
+    """A fresh baseline without stretch outputs ~max(IR, Y); where VIS is brighter the output is VIS."""
     from fusionlab.data.colour import rgb_to_ycbcr
 
     torch.manual_seed(0)
-    net = build_fusion_model({"name": "baseline", "width": 4, "depth": 1})
+    net = build_fusion_model({"name": "baseline", "width": 4, "depth": 1, "stretch": 0.0})
     vi = torch.rand(1, 3, 8, 8) * 0.5 + 0.4
     ir = torch.zeros(1, 1, 8, 8)
     out = fuse_rgb(net, ir, vi)

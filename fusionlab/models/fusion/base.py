@@ -51,6 +51,15 @@ class FusionNet(nn.Module):
     def forward(self, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def image_stats(self, ir: torch.Tensor, vi: torch.Tensor) -> dict | None:
+        """Whole-image statistics the net normalises its input with (None: it needs none).
+
+        A net that returns a dict here must accept it as `forward(..., stats=stats)`; tiled
+        inference computes it once on the whole image and passes it to every tile, so tiles
+        are normalised alike and blend seamlessly.
+        """
+        return None
+
     @staticmethod
     def luma(vi: torch.Tensor) -> torch.Tensor:
         """Y (BT.601, as the YCbCr colour path uses) of an RGB batch; 1-channel input passes through."""
@@ -193,10 +202,12 @@ def restore_colour(fused: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
     return ycbcr_to_rgb(torch.cat([fused, ycbcr[:, 1:]], dim=1)).clamp(0.0, 1.0)
 
 
-def fuse_rgb(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None) -> torch.Tensor:
+def fuse_rgb(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None,
+             stats: dict | None = None) -> torch.Tensor:
     """Run `net` at any input size and return RGB [B,3,H,W] in [0,1].
 
-    Pads to `net.multiple` and crops back, and restores colour for Y-only nets.
+    Pads to `net.multiple` and crops back, and restores colour for Y-only nets. `stats` (from
+    `net.image_stats` of the whole image) is only needed when `ir`/`vi` are tiles.
     """
     if net.needs_text and text is None:
         raise ConfigError(
@@ -206,7 +217,10 @@ def fuse_rgb(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | No
     multiple = int(getattr(net, "multiple", 1) or 1)
     ir_p, size = pad_multiple(ir, multiple)
     vi_p, _ = pad_multiple(vi, multiple)
-    out = unpad(net(ir_p, vi_p, text), size).float()
+    if stats is None:
+        stats = net.image_stats(ir, vi)
+    out = net(ir_p, vi_p, text) if stats is None else net(ir_p, vi_p, text, stats=stats)
+    out = unpad(out, size).float()
     if out.shape[1] == 1:
         return restore_colour(out.clamp(0.0, 1.0), vi.float())
     return out.clamp(0.0, 1.0)

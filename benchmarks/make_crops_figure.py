@@ -1,0 +1,60 @@
+"""Figure of RoadScene test crops: IR | VIS | SeAFusion | ours, one row per image.
+
+    .venv/bin/python benchmarks/make_crops_figure.py --ours runs/roadscene-baseline/fused \
+        --out docs/img/roadscene_crops.png
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+# (image id, crop box x, y, w, h): a pedestrian scene, a night street, a car/road scene
+CROPS = (
+    ("FLIR_00211", 120, 60, 240, 180),
+    ("FLIR_04269", 100, 60, 240, 180),
+    ("FLIR_01130", 150, 80, 240, 180),
+)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ours", required=True, help="folder of our fused PNGs (roadscene test)")
+    p.add_argument("--out", default="docs/img/roadscene_crops.png")
+    p.add_argument("--data", default=str(SHARED / "datasets" / "roadscene" / "test"))
+    p.add_argument("--seafusion", default=str(SHARED / "reference" / "roadscene-test" / "seafusion"))
+    args = p.parse_args()
+
+    from PIL import Image, ImageDraw
+
+    def find(folder: str, stem: str) -> Path:
+        hits = sorted(Path(folder).glob(f"{stem}.*"))
+        if not hits:
+            raise SystemExit(f"no image '{stem}.*' in {folder}")
+        return hits[0]
+
+    titles = ("IR", "VIS", "SeAFusion", "ours (baseline)")
+    rows = []
+    for stem, x, y, w, h in CROPS:
+        tiles = []
+        for folder in (Path(args.data) / "ir", Path(args.data) / "vi", args.seafusion, args.ours):
+            im = Image.open(find(str(folder), stem)).convert("RGB")
+            tiles.append(im.crop((x, y, min(x + w, im.width), min(y + h, im.height))).resize((w, h)))
+        rows.append(tiles)
+    w, h, pad, head = CROPS[0][3], CROPS[0][4], 4, 18
+    canvas = Image.new("RGB", (4 * w + 5 * pad, head + len(rows) * (h + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, title in enumerate(titles):
+        draw.text((pad + c * (w + pad) + 4, 3), title, fill="black")
+    for r, tiles in enumerate(rows):
+        for c, tile in enumerate(tiles):
+            canvas.paste(tile, (pad + c * (w + pad), head + pad + r * (h + pad)))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out, optimize=True)
+    print(f"{out}: {canvas.size[0]}x{canvas.size[1]}, {out.stat().st_size // 1024} KB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""`fusionlab export --onnx`: the graph reproduces `fuse_rgb` (when onnxruntime is installed)."""
+
+import numpy as np
+import pytest
+import torch
+
+
+def test_export_onnx_parity(baseline_ckpt, tmp_path, cli):
+    pytest.importorskip("onnx", reason="onnx is not installed (pip install onnx onnxruntime)")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    from fusionlab.models.fusion import fuse_rgb, load_fusion_model
+
+    out = tmp_path / "fuse.onnx"
+    cli("export", "--checkpoint", str(baseline_ckpt), "--onnx", str(out))
+    again = cli("export", "--checkpoint", str(baseline_ckpt), "--onnx", str(out), check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    net = load_fusion_model(baseline_ckpt)
+    torch.manual_seed(0)
+    for h, w in [(37, 53), (64, 80)]:  # a size other than the export example: dynamic axes work
+        ir, vi = torch.rand(2, 1, h, w), torch.rand(2, 3, h, w)
+        (got,) = sess.run(None, {"ir": ir.numpy(), "vi": vi.numpy()})
+        with torch.no_grad():
+            want = fuse_rgb(net, ir, vi).numpy()
+        assert got.shape == want.shape == (2, 3, h, w)
+        assert np.abs(got - want).max() < 1e-4
+
+
+def test_export_refuses_text_presets(tmp_path):
+    from fusionlab.errors import ConfigError
+    from fusionlab.models.fusion import FusionNet, build_fusion_model, register_fusion_model
+    from fusionlab.models.fusion.onnx import export_onnx
+
+    @register_fusion_model("_test_text_export")
+    class Texty(FusionNet):
+        needs_text = True
+
+        def forward(self, ir, vi, text=None):
+            return ir
+
+    with pytest.raises(ConfigError, match="CLIP"):
+        export_onnx(build_fusion_model({"name": "_test_text_export"}), tmp_path / "x.onnx")
