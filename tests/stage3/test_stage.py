@@ -105,3 +105,27 @@ def test_cache_command_info_verify_and_repair(tmp_path, stage_config, capsys):
     assert torch.allclose(EmbeddingCache(out / "embeddings" / "images").get(["00002"])["vi"], before_image, atol=1e-6)
     assert main(["cache", "info", str(tmp_path / "nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_ranks_match_single_process(tmp_path, tiny_dataset, depth_nets, repo_dir):
+    """`trainer.devices=2`: ranks caption and encode disjoint parts, rank 0 merges one cache."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "captions"
+    cmd = [sys.executable, "-m", "fusionlab", "stage", str(repo_dir / "stages" / "3-captions.yaml"), "--out", str(out),
+           f"data.root={tiny_dataset}", f"model.captioner.depth_ir={depth_nets[0]}",
+           f"model.captioner.depth_vis={depth_nets[1]}", "trainer.accelerator=cpu", "trainer.devices=2",
+           "trainer.strategy=ddp", "data.batch_size=2", "model.clip.batch_size=2"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=repo_dir, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
+    cache = EmbeddingCache(out / "embeddings")
+    assert sorted(cache.ids) == [r["id"] for r in rows] and len(rows) == 6
+    encoder = ClipEncoder.from_config(out / "clip")
+    expected = encoder.encode_text([r["caption"] for r in rows])[0]
+    assert torch.allclose(cache.get([r["id"] for r in rows])["pooled"], expected, atol=1e-5)
+    assert not (out / "embeddings" / ".parts").exists()
