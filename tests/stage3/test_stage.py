@@ -129,3 +129,20 @@ def test_ddp_two_cpu_ranks_match_single_process(tmp_path, tiny_dataset, depth_ne
     expected = encoder.encode_text([r["caption"] for r in rows])[0]
     assert torch.allclose(cache.get([r["id"] for r in rows])["pooled"], expected, atol=1e-5)
     assert not (out / "embeddings" / ".parts").exists()
+
+
+@pytest.mark.slow
+def test_file_captions_one_edit_reencodes_one_entry(tmp_path, stage_config, monkeypatch):
+    """User captions by id: editing one line re-encodes exactly that sample."""
+    ids = [f"{i:05d}" for i in range(6)]
+    table = tmp_path / "mine.jsonl"
+    table.write_text("".join(json.dumps({"id": i, "caption": f"scene {i} with a warm person at near range"}) + "\n"
+                             for i in ids))
+    cfg = stage_config(captioner={"kind": "file", "path": str(table)}, preview=1)
+    out = tmp_path / "captions"
+    assert stage.run(stage.Config.model_validate(cfg), _ctx(out))["encoded"] == 6
+    table.write_text(table.read_text().replace("scene 00004 with a warm person", "scene 00004 with a cold car"))
+    calls = _count_encoder_calls(monkeypatch)
+    metrics = stage.run(stage.Config.model_validate(cfg), _ctx(out))
+    assert metrics["encoded"] == 1 and metrics["cache_hits"] == 5 and calls["text"] == 1
+    assert EmbeddingCache(out / "embeddings").source("00004")["text"].startswith("scene 00004 with a cold car")
