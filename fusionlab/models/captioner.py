@@ -205,7 +205,8 @@ class DepthTemplateCaptioner:
         ir_parts = [_group(ir_objects, cfg.max_objects)] if ir_objects else ["no warm targets"]
         ir_parts += [self._background(d_ir), time]
         # VIS texture: Sobel edge strength and where it concentrates
-        edges = kornia.filters.sobel(torch.from_numpy(gray)[None, None].float())[0, 0].numpy()
+        with torch.autocast("cpu", enabled=False):  # evidence in float32 under bf16-mixed too
+            edges = kornia.filters.sobel(torch.from_numpy(gray)[None, None].float())[0, 0].numpy()
         strength = float(edges.mean())
         texture = "rich texture" if strength > 0.08 else ("moderate texture" if strength > 0.03 else "little texture")
         thirds = [edges[:, int(k * w / 3):int((k + 1) * w / 3)].mean() for k in range(3)]

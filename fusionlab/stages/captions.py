@@ -68,7 +68,7 @@ class CaptionModule(L.LightningModule):
 
 
 class EncodeModule(L.LightningModule):
-    """predict_step = encode a batch of cache sources with CLIP."""
+    """predict_step = encode a batch of cache sources with CLIP (always in float32)."""
 
     def __init__(self, encoder, encode_fn):
         super().__init__()
@@ -76,7 +76,10 @@ class EncodeModule(L.LightningModule):
         self.encode_fn = encode_fn
 
     def predict_step(self, batch, batch_idx):
-        out = self.encode_fn(batch["source"])
+        # Full precision whatever trainer.precision says: cached entries must not depend on it
+        # (the fingerprint does not record it, and `cache verify --repair` encodes in fp32).
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            out = self.encode_fn(batch["source"])
         return {i: {k: v[j].detach().cpu() for k, v in out.items()} for j, i in enumerate(batch["id"])}
 
 

@@ -88,7 +88,9 @@ def test_cache_command_info_verify_and_repair(tmp_path, stage_config, capsys):
     from fusionlab.cli import main
 
     out = tmp_path / "captions"
-    stage.run(stage.Config.model_validate(stage_config(preview=1, image_embeddings=True)), _ctx(out))
+    cfg = stage_config(preview=1, image_embeddings=True)
+    cfg["trainer"]["precision"] = "bf16-mixed"  # captions + encoding under CPU autocast; the cache stays fp32
+    stage.run(stage.Config.model_validate(cfg), _ctx(out))
     before = EmbeddingCache(out / "embeddings").get(["00002"])["pooled"]
     before_image = EmbeddingCache(out / "embeddings" / "images").get(["00002"])["vi"]
     assert main(["cache", "info", str(out)]) == 0
@@ -101,6 +103,7 @@ def test_cache_command_info_verify_and_repair(tmp_path, stage_config, capsys):
     assert main(["cache", "verify", "--repair", str(out)]) == 0
     assert capsys.readouterr().out.count("recomputed 6 entries") == 2
     assert main(["cache", "verify", str(out)]) == 0
+    assert before.dtype == torch.float32  # repair encodes in fp32: identical to the bf16-mixed run's entries
     assert torch.allclose(EmbeddingCache(out / "embeddings").get(["00002"])["pooled"], before, atol=1e-6)
     assert torch.allclose(EmbeddingCache(out / "embeddings" / "images").get(["00002"])["vi"], before_image, atol=1e-6)
     assert main(["cache", "info", str(tmp_path / "nothing")]) == 2
