@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -276,7 +274,3 @@ class ClipEncoder(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"name={self.name!r}, context_length={self.context_length}"
 
-
-def describe(encoder: ClipEncoder) -> dict[str, Any]:
-    """Small JSON-able summary for manifests and `fusionlab cache info`."""
-    return json.loads(json.dumps(encoder.fingerprint()))
