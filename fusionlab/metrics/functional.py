@@ -157,7 +157,12 @@ def _correlate_valid(x: torch.Tensor, weights, dim: int, stride: int = 1) -> tor
     out = x.narrow(dim, 0, length)
     if stride > 1:
         out = out.unfold(dim, 1, stride).squeeze(-1)
-    out = out * weights[0] if weights[0] != 1 else out.clone()
+    if all(w == 1 for w in weights):  # box sum: integer-exact, no multiplications
+        out = torch.add(out, x.narrow(dim, 1, length))
+        for k in range(2, n):
+            out.add_(x.narrow(dim, k, length))
+        return out
+    out = out * weights[0]
     for k in range(1, n):
         part = x.narrow(dim, k, length)
         if stride > 1:
@@ -179,28 +184,39 @@ _BOX7 = [1.0] * 7
 class _SSIMStats:
     """7x7 window sums of F, A, B and their products, computed once for SSIM and SSIM255.
 
-    Gray values are integers 0..255, so every window sum (< 49 * 255^2 < 2^24) is exact even in
-    float32; the variances are then formed in float64 as n*sum(x^2) - sum(x)^2, which is exact too
-    (no cancellation noise in flat regions, where the small data_range=2 constants are sensitive).
+    Gray values are integers 0..255, so the window sums and the variance/covariance numerators
+    n*sum(xy) - sum(x)*sum(y) are integers below 2^31: computed in int32 they are exact (no
+    cancellation noise in flat regions, where the tiny data_range=2 constants are sensitive) and
+    fast. SSIM is written on the sums directly (the 1/n factors cancel). Non-integer input falls
+    back to float64.
     """
 
+    n = 49
+
     def __init__(self, f, a, b):
-        dtype = torch.float32 if _is_integer_valued(f, a, b) else torch.float64
-        stack = torch.stack([f, a, b, f * f, a * a, b * b, f * a, f * b]).to(dtype)
-        sums = _filter2d_valid(stack, _BOX7).double()
-        self.sf, self.sa, self.sb, self.sff, self.saa, self.sbb, self.sfa, self.sfb = sums.unbind(0)
+        integer = _is_integer_valued(f, a, b)
+        dtype = torch.int32 if integer else torch.float64
+        fi, ai, bi = (t.to(dtype) for t in (f, a, b))
+        stack = torch.stack([fi, ai, bi, fi * fi, ai * ai, bi * bi, fi * ai, fi * bi])
+        sf, sa, sb, sff, saa, sbb, sfa, sfb = _filter2d_valid(stack, _BOX7).unbind(0)
+        n = self.n
+        sf2 = sf * sf
+        out = torch.float32 if integer else torch.float64
+        self.terms = {}
+        for key, sx, sxx, sfx in (("a", sa, saa, sfa), ("b", sb, sbb, sfb)):
+            p = sf * sx
+            q = sf2 + sx * sx
+            # n^2 * (2 mu_f mu_x), n^2 * (mu_f^2 + mu_x^2), n(n-1) * 2 cov, n(n-1) * (var_f + var_x)
+            terms = (2 * p, q, 2 * (n * sfx - p), n * (sff + sxx) - q)
+            self.terms[key] = tuple(t.to(out) for t in terms)
 
     def ssim(self, which: str, data_range: float) -> torch.Tensor:
-        n = 49.0
-        sx, sxx, sfx = (self.sa, self.saa, self.sfa) if which == "a" else (self.sb, self.sbb, self.sfb)
-        norm = n * (n - 1)  # sample covariance, as scikit-image's default
-        vf = (n * self.sff - self.sf * self.sf) / norm
-        vx = (n * sxx - sx * sx) / norm
-        cov = (n * sfx - self.sf * sx) / norm
-        uf, ux = self.sf / n, sx / n
-        c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-        s = (2 * uf * ux + c1) * (2 * cov + c2) / ((uf * uf + ux * ux + c1) * (vf + vx + c2))
-        return s.mean((-2, -1))
+        n = self.n
+        k1 = (0.01 * data_range) ** 2 * n * n
+        k2 = (0.03 * data_range) ** 2 * n * (n - 1)  # sample covariance, scikit-image's default
+        mean_num, mean_den, cov_num, var_den = self.terms[which]
+        s = ((mean_num + k1) * (cov_num + k2)) / ((mean_den + k1) * (var_den + k2))
+        return s.double().mean((-2, -1))
 
 
 def _is_integer_valued(*xs) -> bool:
@@ -224,26 +240,23 @@ def _gauss_weights(n: int) -> list[float]:
     return (g / g.sum()).tolist()
 
 
-def _vif_terms(mu1, mu2, e11, e22, e12, eps: float, sigma_nsq: float):
-    s1 = (e11 - mu1 * mu1).clamp_min(0)
-    s2 = (e22 - mu2 * mu2).clamp_min(0)
+def _vif_terms(mu1, mu2, e11, s2, e12, eps: float, sigma_nsq: float):
+    """Sums of the information terms of one scale, with the published eps guards.
+
+    The published code clips variances at 0, zeroes g where s1 < eps, s2 < eps or g < 0, and
+    floors sv at eps. Pixels with s1 < eps contribute to neither sum, pixels with s2 < eps or
+    g < 0 only to the denominator; that is what the masks below express, in fewer passes.
+    Returns natural-log sums (the caller divides by ln 10).
+    """
+    s1 = (e11 - mu1 * mu1).clamp_min_(0)
     s12 = e12 - mu1 * mu2
-    gain = s12 / (s1 + eps)
-    sv = s2 - gain * s12
-    low1 = s1 < eps
-    gain = torch.where(low1, 0.0, gain)
-    sv = torch.where(low1, s2, sv)
-    s1 = torch.where(low1, 0.0, s1)
-    low2 = s2 < eps
-    gain = torch.where(low2, 0.0, gain)
-    sv = torch.where(low2, 0.0, sv)
-    neg = gain < 0
-    sv = torch.where(neg, s2, sv)
-    gain = torch.where(neg, 0.0, gain)
-    sv = sv.clamp_min(eps)
-    num = torch.log10(1 + gain * gain * s1 / (sv + sigma_nsq)).sum((-2, -1))
-    den = torch.log10(1 + s1 / sigma_nsq).sum((-2, -1))
-    return num, den
+    has1 = s1 >= eps
+    gain = s12.clamp_min(0).div_(s1 + eps)
+    sv = (s2 - gain * s12).clamp_min_(eps).add_(sigma_nsq)
+    info = torch.log1p(gain.square_().mul_(s1).div_(sv))
+    info = torch.where(has1 & (s2 >= eps), info, 0.0)
+    den = torch.where(has1, torch.log1p(s1 / sigma_nsq), 0.0)
+    return info.sum((-2, -1)), den.sum((-2, -1))
 
 
 def _check_vif_size(size) -> None:
@@ -274,11 +287,15 @@ def vif_pair(f, a, b, eps: float = 1e-10, sigma_nsq: float = 2.0) -> tuple[torch
         w = _gauss_weights(2 ** (5 - scale) + 1)
         if scale > 1:
             imgs = _filter2d_valid(imgs, w, stride=2)
+        stack = torch.empty((8, *imgs.shape[1:]), dtype=imgs.dtype, device=imgs.device)
+        stack[:3] = imgs
         ia, ib, i_f = imgs.unbind(0)
-        stack = torch.stack([ia, ib, i_f, ia * ia, ib * ib, i_f * i_f, ia * i_f, ib * i_f])
+        for k, (x, y) in enumerate(((ia, ia), (ib, ib), (i_f, i_f), (ia, i_f), (ib, i_f)), start=3):
+            torch.mul(x, y, out=stack[k])
         mu_a, mu_b, mu_f, e_aa, e_bb, e_ff, e_af, e_bf = _filter2d_valid(stack, w).unbind(0)
-        n_a, d_a = _vif_terms(mu_a, mu_f, e_aa, e_ff, e_af, eps, sigma_nsq)
-        n_b, d_b = _vif_terms(mu_b, mu_f, e_bb, e_ff, e_bf, eps, sigma_nsq)
+        s2 = (e_ff - mu_f * mu_f).clamp_min_(0)  # the fused image's variance serves both sources
+        n_a, d_a = _vif_terms(mu_a, mu_f, e_aa, s2, e_af, eps, sigma_nsq)
+        n_b, d_b = _vif_terms(mu_b, mu_f, e_bb, s2, e_bf, eps, sigma_nsq)
         num += torch.stack([n_a, n_b])
         den += torch.stack([d_a, d_b])
     v = num / den

@@ -82,7 +82,7 @@ def test_ssim_matches_scikit_image(triple):
             skm.structural_similarity(fused[0].numpy(), x[0].numpy(), data_range=data_range) for x in (ir, vi)
         )
         got = M.fusion_metrics(fused, ir, vi, metrics=["SSIM" if data_range == 2 else "SSIM255"])
-        assert next(iter(got.values())).item() == pytest.approx(expected, rel=1e-9)
+        assert next(iter(got.values())).item() == pytest.approx(expected, rel=1e-6)  # float32 final formula
 
 
 def test_separable_gaussian_filter_equals_2d_convolution(triple):
