@@ -6,7 +6,6 @@ Under DDP every rank runs this; only global rank 0 writes artifacts and the mani
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -102,23 +101,28 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
 
 
 def _log_lineage(ctx: StageContext, manifest: dict) -> None:
-    """W&B lineage: this stage's outputs as artifacts, its upstream outputs as used artifacts."""
+    """W&B lineage: this stage's outputs as artifacts, its upstream outputs as used artifacts.
+
+    W&B cannot mark artifacts as used while offline; there the upstream keys and digests are
+    recorded in the run config and in the output artifacts' metadata instead.
+    """
     run = ctx.wandb_run()
     if run is None:
         return
     import wandb
 
-    for dep, info in ctx.upstream.items():
-        for output in info.get("outputs_declared", []):
-            art = wandb.Artifact(f"{dep}-{output}".replace("/", "-"), type=dep)
-            art.add_reference(f"file://{info['out_dir']}/{output}", checksum=False)
-            run.use_artifact(art)
+    upstream = {dep: {"key": info.get("key"), "outputs_digest": info.get("outputs_digest")}
+                for dep, info in ctx.upstream.items()}
+    run.config.update({"stage": ctx.name, "stage_key": manifest["key"], "upstream": upstream}, allow_val_change=True)
+    if not run.offline:
+        for dep, info in ctx.upstream.items():
+            for output in info.get("outputs_declared", []):
+                run.use_artifact(f"{dep}-{output}:latest".replace("/", "-"))
     for output in ctx.outputs:
         art = wandb.Artifact(f"{ctx.name}-{output}".replace("/", "-"), type=ctx.name,
-                             metadata={"key": manifest["key"]})
+                             metadata={"key": manifest["key"], "upstream": upstream})
         art.add_reference(f"file://{ctx.out_dir / output}", checksum=False)
         run.log_artifact(art)
     scalars = {k: v for k, v in manifest["metrics"].items() if isinstance(v, (int, float))}
     run.summary.update({**scalars, "wall_time_s": manifest["wall_time_s"]})
     run.finish()
-    os.environ.pop("WANDB_RUN_ID", None)

@@ -108,3 +108,19 @@ def test_standalone_stage_with_path_override(cli, pipeline_env, tmp_path):
               f"model_dir={tmp_path / 'solo/train/model'}")
     assert manifest(Path("solo"), "consume")["metrics"]["value"] == pytest.approx(
         json.loads((Path("solo") / "consume" / "summary.json").read_text())["value"])
+
+
+def test_wandb_offline_run_per_stage_with_lineage_metadata(cli, pipeline_env, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cli("run", str(pipeline_env / "pipeline.yaml"), "run_dir=r", "wandb.enabled=true")
+    group = (Path("r") / ".fusionlab" / "group.txt").read_text().strip()
+    for stage in ("train", "consume"):
+        runs = list((Path("r") / stage / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(runs) == 1, f"{stage}: {runs}"
+        record = runs[0].read_bytes()  # the offline run's records: config, summary, artifacts
+        assert b"stage_key" in record and group.encode() in record
+        assert f"{stage}-".encode() in record  # its outputs logged as an artifact
+    consume = next((Path("r") / "consume" / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()
+    assert b"outputs_digest" in consume  # the upstream (train) is recorded for lineage
+    assert group.startswith("r-")
