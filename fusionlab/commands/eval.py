@@ -30,14 +30,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ir", required=True, type=Path, help="folder of infrared source images")
     parser.add_argument("--vi", required=True, type=Path, help="folder of visible source images")
     parser.add_argument(
-        "--fused", required=True, nargs="+", metavar="NAME=DIR",
+        "--fused",
+        required=True,
+        nargs="+",
+        metavar="NAME=DIR",
         help="fused image folders, one per method (NAME= is optional; default name = folder name)",
     )
     parser.add_argument("--metrics", nargs="+", default=None, help="subset of metrics (default: all)")
-    parser.add_argument("--convention", choices=("cddfuse", "matlab"), default="cddfuse",
-                        help="which evaluator's conventions to follow (default: cddfuse)")
-    parser.add_argument("--out", default="eval", metavar="PREFIX",
-                        help="output prefix, e.g. results/run1 -> results/run1_summary.md (default: eval)")
+    parser.add_argument(
+        "--convention",
+        choices=("cddfuse", "matlab"),
+        default="cddfuse",
+        help="which evaluator's conventions to follow (default: cddfuse)",
+    )
+    parser.add_argument(
+        "--out",
+        default="eval",
+        metavar="PREFIX",
+        help="output prefix, e.g. results/run1 -> results/run1_summary.md (default: eval)",
+    )
     parser.add_argument("--strict", action="store_true", help="fail if any fused image is missing")
 
 
@@ -50,7 +61,9 @@ def _images(folder: Path, what: str) -> dict[str, Path]:
     for p in sorted(folder.iterdir()):
         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
             if p.stem in found:
-                raise DataError(f"{what} folder '{folder}' has two images named '{p.stem}' ({found[p.stem].name}, {p.name}); keep one")
+                raise DataError(
+                    f"{what} folder '{folder}' has two images named '{p.stem}' ({found[p.stem].name}, {p.name}); keep one"
+                )
             found[p.stem] = p
     if not found:
         raise DataError(f"{what} folder '{folder}' contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -127,9 +140,14 @@ def _write_outputs(prefix: str, rows, summary, missing, names, convention, lower
 
     best = {n: _best({m: summary[m]["metrics"][n]["mean"] for m in methods}, n in lower) for n in names}
     header = ["method", "n", *[f"{n} {arrow[n]}" for n in names]]
-    md = [f"Convention: {CONVENTION_NOTE[convention]}.", "",
-          "Mean ± std over images; ↑ higher is better, ↓ lower is better; **bold** = best.", "",
-          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md = [
+        f"Convention: {CONVENTION_NOTE[convention]}.",
+        "",
+        "Mean ± std over images; ↑ higher is better, ↓ lower is better; **bold** = best.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for m in methods:
         cells = []
         for n in names:
@@ -148,22 +166,36 @@ def _write_outputs(prefix: str, rows, summary, missing, names, convention, lower
         for n in names:
             row += [repr(summary[m]["metrics"][n]["mean"]), repr(summary[m]["metrics"][n]["std"])]
         body.append(row)
-    written.append(atomic_write_text(
-        f"{prefix}_summary.csv",
-        csv_text(["convention", "method", "n", "missing", *[f"{n}_{s}" for n in names for s in ("mean", "std")]], body),
-    ))
-    written.append(atomic_write_json(f"{prefix}_summary.json", {
-        "convention": convention,
-        "convention_note": CONVENTION_NOTE[convention],
-        "metrics": list(names),
-        "lower_is_better": [n for n in names if n in lower],
-        "methods": {m: {**summary[m], "missing": missing.get(m, [])} for m in methods},
-    }))
+    written.append(
+        atomic_write_text(
+            f"{prefix}_summary.csv",
+            csv_text(
+                ["convention", "method", "n", "missing", *[f"{n}_{s}" for n in names for s in ("mean", "std")]], body
+            ),
+        )
+    )
+    written.append(
+        atomic_write_json(
+            f"{prefix}_summary.json",
+            {
+                "convention": convention,
+                "convention_note": CONVENTION_NOTE[convention],
+                "metrics": list(names),
+                "lower_is_better": [n for n in names if n in lower],
+                "methods": {m: {**summary[m], "missing": missing.get(m, [])} for m in methods},
+            },
+        )
+    )
 
     if len(methods) >= 2:
-        md = [f"Convention: {CONVENTION_NOTE[convention]}.", "",
-              "Mean over images; **bold** = best per metric (↑ higher / ↓ lower is better).", "",
-              "| metric | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 1)]
+        md = [
+            f"Convention: {CONVENTION_NOTE[convention]}.",
+            "",
+            "Mean over images; **bold** = best per metric (↑ higher / ↓ lower is better).",
+            "",
+            "| metric | " + " | ".join(methods) + " |",
+            "|" + "---|" * (len(methods) + 1),
+        ]
         rows_csv = []
         for n in names:
             cells = []
@@ -171,12 +203,18 @@ def _write_outputs(prefix: str, rows, summary, missing, names, convention, lower
                 v = _fmt(summary[m]["metrics"][n]["mean"])
                 cells.append(f"**{v}**" if m in best[n] else v)
             md.append(f"| {n} {arrow[n]} | " + " | ".join(cells) + " |")
-            rows_csv.append([n, "lower" if n in lower else "higher",
-                             *[repr(summary[m]["metrics"][n]["mean"]) for m in methods], ";".join(sorted(best[n]))])
+            rows_csv.append(
+                [
+                    n,
+                    "lower" if n in lower else "higher",
+                    *[repr(summary[m]["metrics"][n]["mean"]) for m in methods],
+                    ";".join(sorted(best[n])),
+                ]
+            )
         written.append(atomic_write_text(f"{prefix}_comparison.md", "\n".join(md) + "\n"))
-        written.append(atomic_write_text(
-            f"{prefix}_comparison.csv", csv_text(["metric", "better", *methods, "best"], rows_csv)
-        ))
+        written.append(
+            atomic_write_text(f"{prefix}_comparison.csv", csv_text(["metric", "better", *methods, "best"], rows_csv))
+        )
     return written
 
 
@@ -193,8 +231,11 @@ def main(args: argparse.Namespace) -> int:
     ir, vi = _images(args.ir, "--ir"), _images(args.vi, "--vi")
     unpaired = sorted(set(ir) ^ set(vi))
     if unpaired:
-        print(f"warning: {len(unpaired)} source images lack a partner in the other folder and are skipped: "
-              f"{', '.join(unpaired[:10])}{' ...' if len(unpaired) > 10 else ''}", file=sys.stderr)
+        print(
+            f"warning: {len(unpaired)} source images lack a partner in the other folder and are skipped: "
+            f"{', '.join(unpaired[:10])}{' ...' if len(unpaired) > 10 else ''}",
+            file=sys.stderr,
+        )
     ids = sorted(set(ir) & set(vi))
     if not ids:
         raise DataError(f"no image name appears in both --ir '{args.ir}' and --vi '{args.vi}'; names must match")
@@ -202,8 +243,10 @@ def main(args: argparse.Namespace) -> int:
     missing = {m: [i for i in ids if i not in fused[m]] for m in methods}
     for m, gone in missing.items():
         if gone:
-            print(f"warning: {m}: {len(gone)} of {len(ids)} fused images missing in '{methods[m]}': "
-                  f"{', '.join(gone)}", file=sys.stderr)
+            print(
+                f"warning: {m}: {len(gone)} of {len(ids)} fused images missing in '{methods[m]}': {', '.join(gone)}",
+                file=sys.stderr,
+            )
     if args.strict and any(missing.values()):
         raise DataError("fused images are missing (listed above); produce them or drop --strict")
 
@@ -213,16 +256,20 @@ def main(args: argparse.Namespace) -> int:
         for i in ids:
             a, b = read_gray255(ir[i]), read_gray255(vi[i])
             if a.shape != b.shape:
-                raise DataError(f"'{ir[i]}' is {a.shape[1]}x{a.shape[0]} but '{vi[i]}' is {b.shape[1]}x{b.shape[0]} "
-                                "(WxH); the sources of a pair must be the same size")
+                raise DataError(
+                    f"'{ir[i]}' is {a.shape[1]}x{a.shape[0]} but '{vi[i]}' is {b.shape[1]}x{b.shape[0]} "
+                    "(WxH); the sources of a pair must be the same size"
+                )
             for m in methods:
                 if i not in fused[m]:
                     continue
                 path = fused[m][i]
                 f = read_gray255(path)
                 if f.shape != a.shape:
-                    raise DataError(f"fused image '{path}' is {f.shape[1]}x{f.shape[0]} but its sources are "
-                                    f"{a.shape[1]}x{a.shape[0]} (WxH); fuse at the source size (no resizing)")
+                    raise DataError(
+                        f"fused image '{path}' is {f.shape[1]}x{f.shape[0]} but its sources are "
+                        f"{a.shape[1]}x{a.shape[0]} (WxH); fuse at the source size (no resizing)"
+                    )
                 values = compute_fusion_metrics(a, b, f, args.convention, names, value_range=255)
                 rows.append({"method": m, "image": i, "fused_file": str(path), **values})
                 bar.update(1)

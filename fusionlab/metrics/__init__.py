@@ -23,7 +23,10 @@ _EXPORTS = {
     "batch_metric_values": "fusion",
     "FusionMetrics": "fusion",
     "METRIC_CLASSES": "fusion",
-    **{name: "fusion" for name in ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "SSIM255", "CC", "PSNR", "MSE", "Nabf")},
+    **{
+        name: "fusion"
+        for name in ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "SSIM255", "CC", "PSNR", "MSE", "Nabf")
+    },
     "to_gray255": "gray",
     "read_gray255": "gray",
     "DepthMetrics": "depth",

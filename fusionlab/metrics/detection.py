@@ -54,7 +54,9 @@ def match_detections(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def _check(pred: torch.Tensor, target: torch.Tensor, i: int) -> None:
     if pred.ndim != 2 or pred.shape[1] != 6:
-        raise DataError(f"predictions of image {i} have shape {tuple(pred.shape)}; expected [N, 6] (x1,y1,x2,y2,score,class)")
+        raise DataError(
+            f"predictions of image {i} have shape {tuple(pred.shape)}; expected [N, 6] (x1,y1,x2,y2,score,class)"
+        )
     if target.ndim != 2 or target.shape[1] != 5:
         raise DataError(f"targets of image {i} have shape {tuple(target.shape)}; expected [M, 5] (class,x1,y1,x2,y2)")
 
@@ -83,7 +85,7 @@ class DetectionMetrics(Metric):
     def update(self, predictions, targets) -> None:
         if len(predictions) != len(targets):
             raise DataError(f"got predictions for {len(predictions)} images but targets for {len(targets)}")
-        for i, (pred, target) in enumerate(zip(predictions, targets)):
+        for i, (pred, target) in enumerate(zip(predictions, targets, strict=True)):
             pred, target = torch.as_tensor(pred).detach().cpu(), torch.as_tensor(target).detach().cpu()
             pred = pred.reshape(-1, 6) if pred.numel() == 0 else pred
             target = target.reshape(-1, 5) if target.numel() == 0 else target
@@ -110,7 +112,12 @@ class DetectionMetrics(Metric):
             return out  # nothing to find, or nothing predicted: no detection credit
         _, _, p, r, _, ap, classes = ap_per_class(tp.astype(bool), conf, pred_cls, target_cls)[:7]
         out.update(
-            {"mAP50": float(ap[:, 0].mean()), "mAP50-95": float(ap.mean()), "precision": float(p.mean()), "recall": float(r.mean())}
+            {
+                "mAP50": float(ap[:, 0].mean()),
+                "mAP50-95": float(ap.mean()),
+                "precision": float(p.mean()),
+                "recall": float(r.mean()),
+            }
         )
         for i, c in enumerate(classes):
             name = self.class_names.get(int(c), str(int(c)))

@@ -21,7 +21,20 @@ from fusionlab.errors import ConfigError
 
 CONVENTIONS = ("cddfuse", "matlab")
 ALL_METRICS = (
-    "EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "SSIM255", "CC", "PSNR", "MSE", "Nabf",
+    "EN",
+    "SD",
+    "SF",
+    "AG",
+    "MI",
+    "SCD",
+    "VIF",
+    "Qabf",
+    "SSIM",
+    "SSIM255",
+    "CC",
+    "PSNR",
+    "MSE",
+    "Nabf",
 )
 # Metrics for which a smaller value is better (MSE: distance to the sources; Nabf: artifacts).
 LOWER_IS_BETTER = frozenset({"MSE", "Nabf"})
@@ -269,8 +282,10 @@ def _check_vif_size(size) -> None:
         if scale > 1:
             h, w = (h - n + 2) // 2, (w - n + 2) // 2
         if h < n or w < n:
-            raise DataError(f"VIF needs images of at least 41x41 pixels, got {size[1]}x{size[0]} (WxH); "
-                            "leave VIF out of the metric list for smaller images")
+            raise DataError(
+                f"VIF needs images of at least 41x41 pixels, got {size[1]}x{size[0]} (WxH); "
+                "leave VIF out of the metric list for smaller images"
+            )
 
 
 def vif_pair(f, a, b, eps: float = 1e-10, sigma_nsq: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:

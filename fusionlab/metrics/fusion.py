@@ -41,7 +41,9 @@ def batch_metric_values(ir, vi, fused, convention="cddfuse", metrics=None, value
     if isinstance(fused, (list, tuple)):
         if not (len(ir) == len(vi) == len(fused)):
             raise DataError(f"got {len(ir)} ir, {len(vi)} vi and {len(fused)} fused images; they must pair up")
-        rows = [batch_metric_values(a, b, f, convention, names, value_range) for a, b, f in zip(ir, vi, fused)]
+        rows = [
+            batch_metric_values(a, b, f, convention, names, value_range) for a, b, f in zip(ir, vi, fused, strict=True)
+        ]
         return {n: torch.cat([r[n] for r in rows]) for n in names}
     a, b, f = (to_gray255(t, value_range) for t in (ir, vi, fused))
     _same_size(a, b, f)
@@ -50,7 +52,9 @@ def batch_metric_values(ir, vi, fused, convention="cddfuse", metrics=None, value
     return fusion_metrics(f, a, b, convention, names)
 
 
-def compute_fusion_metrics(ir, vi, fused, convention: str = "cddfuse", metrics=None, value_range=None) -> dict[str, float]:
+def compute_fusion_metrics(
+    ir, vi, fused, convention: str = "cddfuse", metrics=None, value_range=None
+) -> dict[str, float]:
     """Metrics of ONE image triple (any size) as plain floats.
 
     ir, vi, fused: numpy arrays or tensors, gray [H,W] or RGB ([H,W,3] numpy / [3,H,W] tensor);

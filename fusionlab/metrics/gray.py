@@ -49,8 +49,7 @@ def to_gray255(x, value_range: float | None = None) -> torch.Tensor:
         x = x[None]
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise DataError(
-            f"image of shape {tuple(x.shape)} is not gray or RGB; expected [H,W], [C,H,W] or "
-            "[B,C,H,W] with C = 1 or 3"
+            f"image of shape {tuple(x.shape)} is not gray or RGB; expected [H,W], [C,H,W] or [B,C,H,W] with C = 1 or 3"
         )
     if x.dtype.is_floating_point:
         rng = 1.0 if value_range is None else float(value_range)

@@ -32,9 +32,23 @@ def folders(tmp_path):
 
 def test_eval_two_methods(folders, cli_inproc):
     out = folders / "res" / "run"
-    proc = cli_inproc("eval", "--ir", str(folders / "ir"), "--vi", str(folders / "vi"),
-                      "--fused", f"good={folders / 'good'}", str(folders / "blurry"),
-                      "--metrics", "EN", "SF", "MSE", "Nabf", "--out", str(out))
+    proc = cli_inproc(
+        "eval",
+        "--ir",
+        str(folders / "ir"),
+        "--vi",
+        str(folders / "vi"),
+        "--fused",
+        f"good={folders / 'good'}",
+        str(folders / "blurry"),
+        "--metrics",
+        "EN",
+        "SF",
+        "MSE",
+        "Nabf",
+        "--out",
+        str(out),
+    )
     assert "Convention: cddfuse" in proc.stdout
     assert "blurry: 1 of 3 fused images missing" in proc.stderr and "p2" in proc.stderr
 
@@ -66,8 +80,18 @@ def test_eval_two_methods(folders, cli_inproc):
 
 def test_eval_size_mismatch_names_the_file(folders, cli_inproc):
     cv2.imwrite(str(folders / "good" / "p1.png"), np.zeros((40, 56), np.uint8))
-    proc = cli_inproc("eval", "--ir", str(folders / "ir"), "--vi", str(folders / "vi"),
-                      "--fused", f"good={folders / 'good'}", "--out", str(folders / "x"), check=False)
+    proc = cli_inproc(
+        "eval",
+        "--ir",
+        str(folders / "ir"),
+        "--vi",
+        str(folders / "vi"),
+        "--fused",
+        f"good={folders / 'good'}",
+        "--out",
+        str(folders / "x"),
+        check=False,
+    )
     assert proc.returncode == 2
     assert "p1.png" in proc.stderr and "56x40" in proc.stderr
 
