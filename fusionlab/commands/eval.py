@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output prefix, e.g. results/run1 -> results/run1_summary.md (default: eval)",
     )
     parser.add_argument("--strict", action="store_true", help="fail if any fused image is missing")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared machine)",
+    )
 
 
 def _images(folder: Path, what: str) -> dict[str, Path]:
@@ -226,6 +232,10 @@ def main(args: argparse.Namespace) -> int:
     from fusionlab.metrics.fusion import compute_fusion_metrics
     from fusionlab.metrics.gray import read_gray255
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     names = check_metrics(args.metrics)
     methods = _parse_methods(args.fused)
     ir, vi = _images(args.ir, "--ir"), _images(args.vi, "--vi")

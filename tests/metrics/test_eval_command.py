@@ -104,3 +104,17 @@ def test_eval_strict_and_bad_arguments(folders, cli_inproc):
     assert proc.returncode == 2 and "nowhere" in proc.stderr
     proc = cli_inproc(*base, "--fused", f"b={folders / 'good'}", "--metrics", "BOGUS", check=False)
     assert proc.returncode == 2 and "BOGUS" in proc.stderr
+
+
+def test_eval_threads_option(folders, cli_inproc):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        proc = cli_inproc(
+            "eval", "--ir", str(folders / "ir"), "--vi", str(folders / "vi"),
+            "--fused", f"g={folders / 'good'}", "--metrics", "SD", "--out", str(folders / "t"), "--threads", "1",
+        )  # fmt: skip
+        assert torch.get_num_threads() == 1 and "SD" in proc.stdout
+    finally:
+        torch.set_num_threads(before)
