@@ -105,13 +105,14 @@ def _module_class():
         """Fusion net (lower level) + YOLO (upper level) under manual optimisation, two optimisers."""
 
         def __init__(self, fusion_net, detector, mode: str = "bilevel", optim: dict | None = None,
-                     det_reduction: str = "mean", text_fn=None):
+                     det_reduction: str = "mean", imgsz: int | None = None, text_fn=None):
             super().__init__()
             from fusionlab.models.detector import DetectionCriterion
 
             self.automatic_optimization = False
-            self.save_hyperparameters({"mode": mode, "optim": optim or {}, "det_reduction": det_reduction})
-            self.mode = mode
+            self.save_hyperparameters({"mode": mode, "optim": optim or {}, "det_reduction": det_reduction,
+                                       "imgsz": imgsz})
+            self.mode, self.imgsz = mode, imgsz
             self.optim_cfg = OptimConfig(**(optim or {}))
             self.fusion_net = fusion_net
             self.anchor_net = copy.deepcopy(fusion_net).eval().requires_grad_(False)
@@ -122,34 +123,48 @@ def _module_class():
 
         # ---------------------------------------------------------------- helpers
         def fuse(self, net, batch) -> torch.Tensor:
-            from fusionlab.models.detector import pad_to_stride
-
+            """RGB fused images [B,3,H,W] at the input size (the lower level's z)."""
             from fusionlab.models.fusion import fuse_rgb
 
             text = None
             if getattr(net, "needs_text", False):
                 text = {k: v.to(self.device) for k, v in self.text_fn(batch["id"]).items()}
-            return pad_to_stride(fuse_rgb(net, batch["ir"], batch["vi"], text), int(self.detector.stride.max()))
+            return fuse_rgb(net, batch["ir"], batch["vi"], text)
 
-        def lower_loss(self, z, batch) -> torch.Tensor:
-            h, w = batch["ir"].shape[-2:]
+        def to_detector(self, fused: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+            """Resize (differentiably) so the long side is `imgsz`, pad to the stride; also the resized size."""
+            from fusionlab.models.detector import pad_to_stride
+
+            h, w = fused.shape[-2:]
+            if self.imgsz and max(h, w) != self.imgsz:
+                s = self.imgsz / max(h, w)
+                fused = torch.nn.functional.interpolate(fused, size=(round(h * s), round(w * s)), mode="bilinear",
+                                                        align_corners=False)
+            size = tuple(fused.shape[-2:])
+            return pad_to_stride(fused, int(self.detector.stride.max())), size
+
+        def lower_loss(self, fused, batch) -> torch.Tensor:
             anchor = None
             if self.optim_cfg.structure_weight > 0:
                 with torch.no_grad():
-                    anchor = self.fuse(self.anchor_net, batch)[..., :h, :w]
-            return fidelity_loss(z[..., :h, :w], batch["ir"], batch["vi"], anchor, self.optim_cfg)
+                    anchor = self.fuse(self.anchor_net, batch)
+            return fidelity_loss(fused, batch["ir"], batch["vi"], anchor, self.optim_cfg)
 
         def det_params(self) -> list[torch.nn.Parameter]:
             return [p for p in self.detector.parameters() if p.requires_grad]
 
-        def boxes_for(self, batch, z) -> torch.Tensor:
+        def boxes_for(self, batch, z, size) -> torch.Tensor:
             """Boxes re-normalised to the stride-padded canvas."""
             b = batch["boxes"].clone().float()
-            h, w = batch["ir"].shape[-2:]
-            ph, pw = z.shape[-2:]
+            (h, w), (ph, pw) = size, z.shape[-2:]
             b[:, [2, 4]] *= w / pw
             b[:, [3, 5]] *= h / ph
             return b
+
+        def fused_for_detector(self, batch):
+            fused = self.fuse(self.fusion_net, batch)
+            z, size = self.to_detector(fused)
+            return fused, z, self.boxes_for(batch, z, size)
 
         # ---------------------------------------------------------------- steps
         def training_step(self, batch, batch_idx):
@@ -160,9 +175,9 @@ def _module_class():
 
         def joint_step(self, batch) -> dict:
             opt_f, opt_d = self.optimizers()
-            z = self.fuse(self.fusion_net, batch)
-            lf = self.lower_loss(z, batch)
-            ld, _ = self.criterion(self.detector(z), self.boxes_for(batch, z))
+            fused, z, boxes = self.fused_for_detector(batch)
+            lf = self.lower_loss(fused, batch)
+            ld, _ = self.criterion(self.detector(z), boxes)
             opt_f.zero_grad()
             opt_d.zero_grad()
             self.manual_backward(lf + self.optim_cfg.det_weight * ld)
@@ -173,9 +188,9 @@ def _module_class():
         def fusion_step(self, batch) -> dict:
             """Lower level with the detector held fixed (alternating mode)."""
             opt_f, _ = self.optimizers()
-            z = self.fuse(self.fusion_net, batch)
-            lf = self.lower_loss(z, batch)
-            ld, _ = self.criterion(self.detector(z), self.boxes_for(batch, z))
+            fused, z, boxes = self.fused_for_detector(batch)
+            lf = self.lower_loss(fused, batch)
+            ld, _ = self.criterion(self.detector(z), boxes)
             opt_f.zero_grad()
             self.manual_backward(lf + self.optim_cfg.det_weight * ld, inputs=list(self.fusion_net.parameters()))
             opt_f.step()
@@ -185,8 +200,8 @@ def _module_class():
             """Upper level on the current fused images; no graph into the fusion net."""
             _, opt_d = self.optimizers()
             with torch.no_grad():
-                z = self.fuse(self.fusion_net, batch)
-            ld, _ = self.criterion(self.detector(z), self.boxes_for(batch, z))
+                _, z, boxes = self.fused_for_detector(batch)
+            ld, _ = self.criterion(self.detector(z), boxes)
             opt_d.zero_grad()
             self.manual_backward(ld)
             opt_d.step()
@@ -202,9 +217,8 @@ def _module_class():
 
             cfg = self.optim_cfg
             opt_f, opt_d = self.optimizers()
-            z = self.fuse(self.fusion_net, batch)
-            boxes = self.boxes_for(batch, z)
-            lf = self.lower_loss(z, batch)
+            fused, z, boxes = self.fused_for_detector(batch)
+            lf = self.lower_loss(fused, batch)
             names = [n for n, p in self.detector.named_parameters() if p.requires_grad]
             params = self.det_params()
             unrolled = cfg.hypergrad == "unrolled"
@@ -378,7 +392,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     detector = build_detector(cfg.detector, nc=len(names), names=names)
     module = DetectFusionModule(net.train(), detector, mode=cfg.mode, optim=cfg.optim.model_dump(),
-                                det_reduction=cfg.detector.loss_reduction, text_fn=text_fn)
+                                det_reduction=cfg.detector.loss_reduction, imgsz=cfg.detector.imgsz, text_fn=text_fn)
     trainer = ctx.make_trainer(cfg.trainer, name=cfg.mode, limit_val_batches=0)
     ctx.fit(trainer, module, dm, name=cfg.mode)
     refined = module.fusion_net.eval()

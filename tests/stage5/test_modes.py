@@ -126,3 +126,16 @@ def test_one_lightning_training_step_per_mode(tmp_path, mode, tiny_dataset, tiny
     assert "fusion_net" in changed  # alternating's first step is a fusion step
     assert ("detector" in changed) == (mode != "alternating")
     assert "anchor_net" not in changed
+
+
+def test_fused_images_are_resized_for_the_detector_and_boxes_follow(tiny_detector_cfg):
+    module = _module("bilevel", tiny_detector_cfg)
+    module.imgsz = 96
+    batch = _batch()
+    batch["ir"], batch["vi"] = batch["ir"][..., :48, :], batch["vi"][..., :48, :]  # 64 wide, 48 high
+    fused, z, boxes = module.fused_for_detector(batch)
+    assert fused.shape[-2:] == (48, 64)  # the lower level works at the input size
+    assert z.shape[-2:] == (96, 96)  # 72x96 after resizing, padded to the stride
+    assert torch.allclose(boxes[:, 3], batch["boxes"][:, 3] * 72 / 96)
+    assert torch.allclose(boxes[:, 2], batch["boxes"][:, 2])
+    assert z.requires_grad  # the resize keeps the graph to the fusion net
