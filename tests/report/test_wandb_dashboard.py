@@ -218,3 +218,78 @@ def test_committed_json_is_current(dashboard, tmp_path, no_network):
         committed = json.loads((DASHBOARD.parent / name).read_text())
         assert committed == json.loads((tmp_path / name).read_text()), (
             f"docs/wandb/{name} is stale: run `python docs/wandb/dashboard.py --export`")
+
+
+# --------------------------------------------------------------------------- against a real W&B run (slow)
+
+
+def _wandb_log_keys(run_dir: Path, timeout: float = 60.0) -> set[str]:
+    """Top-level history keys of a finished offline run (its `run-*.wandb` log, leveldb-log framing).
+
+    `run.finish()` returns before W&B's service process has written everything, so this waits for
+    the run's exit record.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        keys, finished = _read_wandb_log(next(run_dir.glob("run-*.wandb")))
+        if finished or time.monotonic() > deadline:
+            return keys
+        time.sleep(0.5)
+
+
+def _read_wandb_log(path: Path) -> tuple[set[str], bool]:
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, block, keys, buf, finished = path.read_bytes(), 7, 32768, set(), b"", False
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if pos + 7 + length > len(data):  # still being written
+            break
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(buf)
+            kind_of = record.WhichOneof("record_type")
+            if kind_of == "history":
+                keys |= {item.key or item.nested_key[0] for item in record.history.item}
+            finished |= kind_of == "exit"
+    return keys, finished
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["depth", "denoiser"])
+def test_dashboard_keys_appear_in_a_real_offline_run(dashboard, stage, tmp_path, monkeypatch):
+    """Run the real stage with W&B offline and read back what reached W&B."""
+    from fusionlab.data.synth import generate
+    from fusionlab.stages import base
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    data = generate(tmp_path / "ds", n=8, seed=0, size=(64, 48))
+    trainer = {"max_epochs": 1, "enable_progress_bar": False, "log_every_n_steps": 1, "accelerator": "cpu", "devices": 1}
+    raw = {
+        "depth": {"model": {"base_channels": 4, "levels": 2}, "train": {"panel_images": 2}},
+        "denoiser": {"model": {"block_out_channels": [8, 16], "norm_num_groups": 4, "sample_size": 16},
+                     "schedule": {"num_train_timesteps": 50}, "data": {"crop_size": 16},
+                     "train": {"samples": 2, "sample_size": [16, 16], "sample_steps": 2, "val_crop": 16}},
+    }[stage]
+    module = base.load_stage_module(stage)
+    cfg = module.Config.model_validate({**raw, "stage": stage, "trainer": trainer,
+                                        "data": {"root": str(data), "batch_size": 4, "val_fraction": 0.25,
+                                                 **raw.get("data", {})}})
+    ctx = base.StageContext(name=stage, out_dir=tmp_path / stage, outputs=module.OUTPUTS, group="g",
+                            wandb=base.WandbSettings(mode="offline"))
+    module.run(cfg, ctx)
+    ctx.wandb_run().finish()
+    (run_dir,) = (tmp_path / stage / "wandb").glob("offline-run-*")
+    logged = _wandb_log_keys(run_dir)
+    shown = {k for _, keys in dashboard.CURVES.get(stage, []) + dashboard.IMAGES.get(stage, []) for k in keys}
+    assert shown and shown <= logged, f"not logged by a real {stage} run: {sorted(shown - logged)}; logged: {sorted(logged)}"
+    assert dashboard.X_AXIS in logged
