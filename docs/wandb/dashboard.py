@@ -292,12 +292,10 @@ def export(out_dir: Path, entity: str, project: str) -> list[Path]:
     """Write workspace.json and report.json (offline)."""
     workspace = stable_ids(workspace_spec(build_workspace(entity, project)))
     report = stable_ids(report_spec(build_report(entity, project)))
-    written = []
-    for name, body in (("workspace.json", workspace), ("report.json", report)):
-        path = out_dir / name
-        path.write_text(json.dumps({"outline": outline(), **body}, indent=1, ensure_ascii=False) + "\n")
-        written.append(path)
-    return written
+    from fusionlab.artifacts import atomic_write_text
+
+    return [atomic_write_text(out_dir / name, json.dumps({"outline": outline(), **body}, indent=1, ensure_ascii=False) + "\n")
+            for name, body in (("workspace.json", workspace), ("report.json", report))]
 
 
 def main(argv: list[str] | None = None) -> int:
