@@ -211,3 +211,13 @@ def test_vif_rejects_images_too_small_for_its_pyramid():
         M.vif(small, small, small)
     ok = torch.rand(1, 41, 41, dtype=torch.float64) * 255
     assert torch.isfinite(M.vif(ok, ok, ok)).all()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_banded_filtering_equals_direct(stride):
+    x = torch.rand(3, 2, 70, 90, dtype=torch.float64) * 255
+    w = M._gauss_weights(9)
+    banded = M._filter2d_valid(x, w, stride=stride, band_bytes=4096)  # forces many small bands
+    assert torch.equal(banded, M._filter2d_valid_direct(x, w, stride))
+    boxed = M._filter2d_valid(x.round().to(torch.int32), M._BOX7, band_bytes=4096)
+    assert torch.equal(boxed, M._filter2d_valid_direct(x.round().to(torch.int32), M._BOX7))
