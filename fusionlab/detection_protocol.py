@@ -29,9 +29,9 @@ class ProtocolConfig(Section):
     """How each per-set detector is trained."""
 
     detector: DetectorConfig = DetectorConfig()
-    epochs: int = Field(8, gt=0)
-    batch_size: int = Field(16, gt=0)
-    lr: float = Field(2e-3, gt=0)
+    epochs: int = Field(12, gt=0)
+    batch_size: int = Field(8, gt=0)  # small batches: more updates for the same compute on small sets
+    lr: float = Field(5e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     flip: bool = True  # random horizontal flips (boxes flipped with the image)
     seed: int = 0
