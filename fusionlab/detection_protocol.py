@@ -25,6 +25,7 @@ from pydantic import Field
 from fusionlab.config import Section
 from fusionlab.models.detector import DetectionCriterion, DetectorConfig, build_detector, predict
 
+
 class ProtocolConfig(Section):
     """How each per-set detector is trained."""
 
@@ -77,7 +78,7 @@ def letterbox(images: list[torch.Tensor], boxes: list[torch.Tensor], imgsz: int,
     cw = max(math.ceil(r.shape[-1] / stride) * stride for r in resized)
     out = torch.full((len(resized), 3, ch, cw), 127, dtype=torch.uint8)
     new_boxes = []
-    for i, (img, b) in enumerate(zip(resized, boxes)):
+    for i, (img, b) in enumerate(zip(resized, boxes, strict=True)):
         img = img if img.dtype == torch.uint8 else to_uint8(img[None])[0]
         img = img.repeat(3, 1, 1) if img.shape[0] == 1 else img
         h, w = img.shape[-2:]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -224,8 +223,8 @@ def _module_class():
             unrolled = cfg.hypergrad == "unrolled"
             ld_inner, _ = self.criterion(self.detector(z if unrolled else z.detach()), boxes)
             grads = torch.autograd.grad(ld_inner, params, create_graph=unrolled, allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-            lookahead = {n: p - cfg.inner_lr * (g if unrolled else g.detach()) for n, p, g in zip(names, params, grads)}
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+            lookahead = {n: p - cfg.inner_lr * (g if unrolled else g.detach()) for n, p, g in zip(names, params, grads, strict=True)}
             lookahead.update(dict(self.detector.named_buffers()))
             lookahead.update({n: p for n, p in self.detector.named_parameters() if not p.requires_grad})
             ld_outer, _ = self.criterion(functional_call(self.detector, lookahead, (z,)), boxes)
@@ -234,7 +233,7 @@ def _module_class():
             opt_f.step()
             # upper level: the detector steps on z* with the gradient it already has
             opt_d.zero_grad()
-            for p, g in zip(params, grads):
+            for p, g in zip(params, grads, strict=True):
                 p.grad = g.detach()
             opt_d.step()
             return {"loss_fusion": lf.detach(), "loss_det": ld_inner.detach(), "loss_det_lookahead": ld_outer.detach()}
@@ -329,13 +328,13 @@ def draw_boxes(images: torch.Tensor, preds: list[torch.Tensor], gts: list[torch.
 
     h, w = images.shape[-2:]
     tiles = []
-    for img, pred, gt in zip(images, preds, gts):
+    for img, pred, gt in zip(images, preds, gts, strict=True):
         scale = torch.tensor([w, h, w, h], dtype=torch.float32)
         cx, cy, bw, bh = (gt[:, 1:] * scale).unbind(1)
         gxy = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
         img = draw_bounding_boxes(img, gxy, colors="lime", width=1)
         keep = pred[:, 4] >= min_conf
-        labels = [f"{names[int(c)]} {s:.2f}" for c, s in zip(pred[keep, 5], pred[keep, 4])]
+        labels = [f"{names[int(c)]} {s:.2f}" for c, s in zip(pred[keep, 5], pred[keep, 4], strict=True)]
         if keep.any():
             img = draw_bounding_boxes(img, pred[keep, :4].cpu(), labels=labels, colors="red", width=1)
         tiles.append(img)
@@ -347,7 +346,7 @@ def _wandb_boxes(run, images, preds, names, min_conf: float = 0.25) -> None:
 
     h, w = images.shape[-2:]
     panel = []
-    for img, pred in zip(images, preds):
+    for img, pred in zip(images, preds, strict=True):
         rows = [{"position": {"minX": float(x1), "minY": float(y1), "maxX": float(x2), "maxY": float(y2)},
                  "class_id": int(c), "box_caption": f"{names[int(c)]} {s:.2f}", "domain": "pixel",
                  "scores": {"conf": float(s)}}

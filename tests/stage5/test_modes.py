@@ -62,8 +62,8 @@ def test_bilevel_detection_loss_reaches_the_fusion_net(tiny_detector_cfg, hyperg
     det_before = [p.detach().clone() for p in module.det_params()]
     logs = module.bilevel_step(_batch())
     assert _fusion_grad(module) > 0
-    assert any(not torch.equal(a, b) for a, b in zip(before, module.fusion_net.parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(det_before, module.det_params()))  # upper level stepped
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.fusion_net.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(det_before, module.det_params(), strict=True))  # upper level stepped
     assert torch.isfinite(logs["loss_det_lookahead"])
 
 
@@ -90,8 +90,8 @@ def test_alternating_detector_step_sends_no_gradient_to_fusion(tiny_detector_cfg
     det_before = [p.detach().clone() for p in module.det_params()]
     module.alternating_step(batch)  # step 1: detector step
     assert all(p.grad is None for p in module.fusion_net.parameters())
-    assert all(torch.equal(a, b) for a, b in zip(fusion_before, module.fusion_net.parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(det_before, module.det_params()))
+    assert all(torch.equal(a, b) for a, b in zip(fusion_before, module.fusion_net.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(det_before, module.det_params(), strict=True))
 
 
 def test_joint_step_updates_both(tiny_detector_cfg):

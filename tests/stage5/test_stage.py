@@ -9,8 +9,8 @@ import pytest
 
 @pytest.mark.parametrize("mode", ["bilevel"])
 def test_tiny_stage5_run_offline(tmp_path, mode, tiny_dataset, tiny_fusion, socket_guard):
-    from fusionlab.models.fusion import load_fusion_model
     from fusionlab.models.detector import load_detector
+    from fusionlab.models.fusion import load_fusion_model
     from fusionlab.stages import detect
     from fusionlab.stages.base import StageContext, WandbSettings
 
