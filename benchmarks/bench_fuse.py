@@ -42,10 +42,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="32", choices=["32", "bf16", "fp16"])
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the numbers here")
     args = p.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from fusionlab.inference import fuse_folders, fuse_image
     from fusionlab.models.fusion import build_fusion_model, load_fusion_model, save_fusion_model

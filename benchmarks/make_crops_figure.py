@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
-# (image id, crop box x, y, w, h): a pedestrian scene, a night street, a car/road scene
+# (image id, crop box x, y, w, h): a car ahead, a street with signs, parked cars and pedestrians
 CROPS = (
     ("FLIR_00211", 120, 60, 240, 180),
     ("FLIR_04269", 100, 60, 240, 180),
@@ -52,6 +52,8 @@ def main() -> None:
             canvas.paste(tile, (pad + c * (w + pad), head + pad + r * (h + pad)))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # 256-colour palette: these crops are mostly gray, and it keeps the committed figure small
+    canvas = canvas.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     canvas.save(out, optimize=True)
     print(f"{out}: {canvas.size[0]}x{canvas.size[1]}, {out.stat().st_size // 1024} KB")
 

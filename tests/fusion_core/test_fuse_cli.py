@@ -87,3 +87,17 @@ def test_tiled_matches_untiled_1024(baseline_ckpt, make_pair):
 
     net = load_fusion_model(baseline_ckpt)
     assert _gap(net, make_pair, 1024, 1024, tile=512, overlap=64) < 2.0
+
+
+@pytest.mark.slow
+def test_fuse_4096x3072_tiled_stays_under_4gb(repo_dir):
+    """The real CLI in a child process; its peak RSS comes from the OS."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(repo_dir / "benchmarks" / "bench_fuse_large.py"), "--tile", "512"],
+                          capture_output=True, text=True, check=True, cwd=repo_dir)
+    result = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert result["output_hw"] == [3072, 4096]
+    assert result["peak_rss_mb"] < 4096
