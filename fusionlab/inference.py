@@ -110,7 +110,7 @@ def fuse_tiled(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | 
             text_t = {k: v.expand(len(chunk), *v.shape[1:]) for k, v in text.items()}
         stats_t = None if stats is None else {k: v[: len(chunk)] for k, v in stats.items()}
         fused = _run(net, ir_t, vi_t, text_t, device, precision, stats_t)
-        for (y, x), f in zip(chunk, fused):
+        for (y, x), f in zip(chunk, fused, strict=True):
             wgt = _ramp(y, th, h, overlap)[:, None] * _ramp(x, tw, w, overlap)[None, :]
             out[:, y:y + th, x:x + tw] += f * wgt
             weight[:, y:y + th, x:x + tw] += wgt
@@ -120,7 +120,7 @@ def fuse_tiled(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | 
 # ----------------------------------------------------------------------------- folders
 
 
-def _pairs(ir_dir, vi_dir) -> list[tuple[str, "Path", "Path"]]:
+def _pairs(ir_dir, vi_dir) -> list[tuple]:
     """(id, ir_path, vi_path) matched by stem; any unpaired or duplicate file is an error, since
     silently skipping inputs would make a results folder quietly incomplete."""
     from pathlib import Path
@@ -252,7 +252,7 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
         text = text_source(ids, dev) if text_source else None
         fused = fuse_image(net, torch.cat([b[1] for b in batch]), torch.cat([b[2] for b in batch]), text,
                            device=dev, precision=precision)
-        for i, f in zip(ids, fused):
+        for i, f in zip(ids, fused, strict=True):
             write_image(out_dir / f"{i}.png", f)
         bar.update(len(batch))
         batch.clear()

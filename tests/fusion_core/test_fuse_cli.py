@@ -59,7 +59,7 @@ def test_fuse_bad_inputs_are_clear_errors(baseline_ckpt, pair_dirs, tmp_path):
 def test_tile_starts_cover_the_image_with_overlap():
     starts = tile_starts(100, 32, 8)
     assert starts[0] == 0 and starts[-1] == 68
-    assert all(b - a <= 24 for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= 24 for a, b in zip(starts[:-1], starts[1:], strict=True))
     assert tile_starts(20, 32, 8) == [0]
 
 
