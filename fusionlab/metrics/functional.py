@@ -170,7 +170,7 @@ def _correlate_valid(x: torch.Tensor, weights, dim: int, stride: int = 1) -> tor
     out = x.narrow(dim, 0, length)
     if stride > 1:
         out = out.unfold(dim, 1, stride).squeeze(-1)
-    if all(w == 1 for w in weights):  # box sum: integer-exact, no multiplications
+    if stride == 1 and all(w == 1 for w in weights):  # box sum: integer-exact, no multiplications
         out = torch.add(out, x.narrow(dim, 1, length))
         for k in range(2, n):
             out.add_(x.narrow(dim, k, length))
