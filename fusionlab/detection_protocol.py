@@ -216,17 +216,20 @@ def _per_class_precision_recall(metric) -> dict[int, tuple[float, float]]:
 
 
 def run_protocol(sets: dict[str, tuple[ImageSet, ImageSet]], names: list[str], cfg: ProtocolConfig, make_trainer,
-                 fit=None, device: str | torch.device = "cpu") -> dict[str, dict]:
+                 fit=None, device: str | torch.device = "cpu", models: dict | None = None) -> dict[str, dict]:
     """Train + evaluate one fresh detector per set {name: (train, val)}; returns {name: evaluate(...)}.
 
     `make_trainer(max_epochs, set_name)` and `fit(trainer, module, dataloader, set_name)` as in
     `train_detector`, with the set's name so each set can log and checkpoint on its own.
+    `models`, when given, receives the trained detector of each set.
     """
     results = {}
     for set_name, (train, val) in sets.items():
         model = train_detector(train, len(names), names, cfg, lambda e, s=set_name: make_trainer(e, s),
                                None if fit is None else (lambda t, m, d, s=set_name: fit(t, m, d, s)))
         results[set_name] = evaluate(model.to(device), val, names, cfg.detector, cfg.batch_size)
+        if models is not None:
+            models[set_name] = model
     return results
 
 

@@ -49,7 +49,7 @@ class OptimConfig(Section):
     """The two optimisers and the coupling between the levels."""
 
     lr_fusion: float = Field(1e-4, gt=0)
-    lr_detector: float = Field(2e-3, gt=0)
+    lr_detector: float = Field(5e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     det_weight: float = Field(0.1, ge=0)  # w: weight of the detection term in the fusion net's loss
     inner_lr: float = Field(0.01, gt=0)  # η of the simulated detector SGD step (bilevel)
@@ -421,17 +421,19 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     def fit(trainer, module, dataloader, set_name):
         ctx.fit(trainer, module, None, name=f"protocol-{set_name}", train_dataloaders=dataloader)
 
+    models: dict = {}
     results = proto.run_protocol({s: (train_sets[s], val_sets[s]) for s in SETS}, names, protocol_cfg,
-                                 make_trainer, fit, device)
+                                 make_trainer, fit, device, models)
     joint = proto.evaluate(trained_detector.to(device), val_sets["bilevel"], names, cfg.detector)
     meta = {"mode": cfg.mode, "train_images": len(dm.train_set), "val_images": len(dm.val_set), "seed": cfg.seed,
             "protocol": protocol_cfg.model_dump(), "stage_detector_on_bilevel": joint}
     proto.write_tables(results, ctx.out_dir, meta, title=f"Stage 5 detection protocol (mode: {cfg.mode})")
 
-    # --- predicted boxes on fused val images: PNG in the stage dir + W&B panel
+    # --- predicted boxes on bilevel-fused val images (by the protocol's detector for that set, trained
+    # to convergence of the schedule; the upper-level detector saw far fewer steps): PNG + W&B panel
     n = min(cfg.panel_images, len(val_sets["bilevel"]))
     imgs = val_sets["bilevel"].images[:max(n, 1)]
-    preds = [p.cpu() for p in predict(trained_detector, imgs.to(device).float() / 255.0, cfg.detector)]
+    preds = [p.cpu() for p in predict(models["bilevel"], imgs.to(device).float() / 255.0, protocol_cfg.detector)]
     grid = draw_boxes(imgs, preds, val_sets["bilevel"].boxes[:len(imgs)], names)
     atomic_write_bytes(ctx.output("boxes.png"), encode_png(grid))
     run_wb = ctx.wandb_run()
