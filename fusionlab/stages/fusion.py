@@ -49,6 +49,7 @@ class LDNFLoss(Section):
     mcg: float = 1.0          # L_MCG (eq. 9)
     depth: float = 0.1        # depth-driven SiLog weight (used when depth_loss is on)
     silog_lambda: float = 1.0  # λ of SiLog; 1 = eq. 1 of the paper
+    depth_scale: float = 1.0  # run the frozen depth nets at this fraction of the resolution (CPU budget)
 
 
 class Text2PixelsLoss(Section):
@@ -220,7 +221,7 @@ class FusionTraining(L.LightningModule):
             self._helpers["depth"] = DepthDrivenLoss(
                 load_depth_estimator(_require(cfg.inputs.depth_ir, "depth_ir", "ldnf with depth_loss")),
                 load_depth_estimator(_require(cfg.inputs.depth_vis, "depth_vis", "ldnf with depth_loss")),
-                lam=cfg.loss.ldnf.silog_lambda)
+                lam=cfg.loss.ldnf.silog_lambda, scale=cfg.loss.ldnf.depth_scale)
         if cfg.preset == "ldfusion":
             from fusionlab.losses.perceptual import FeatureFidelityLoss
 

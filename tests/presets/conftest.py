@@ -14,7 +14,7 @@ import torch
 def tiny_dataset(tmp_path_factory) -> Path:
     from fusionlab.data.synth import generate
 
-    return generate(tmp_path_factory.mktemp("presets") / "ds", n=8, seed=0, size=(48, 40))
+    return generate(tmp_path_factory.mktemp("presets") / "ds", n=8, seed=0, size=(48, 44))
 
 
 @pytest.fixture(scope="session")

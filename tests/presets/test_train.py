@@ -13,7 +13,11 @@ def _falls(values: list[float]) -> bool:
     return len(values) >= 2 and values[-1] < values[0]
 
 
-@pytest.mark.parametrize("preset", ["baseline", "ldnf", "text2pixels", "ldfusion", "tgif"])
+@pytest.mark.parametrize("preset", [
+    "baseline", "ldnf", "text2pixels",
+    pytest.param("ldfusion", marks=pytest.mark.slow),  # VGG-19 trunk + CLIP on every step
+    pytest.param("tgif", marks=pytest.mark.slow),      # Restormer blocks
+])
 def test_preset_trains_and_evaluates(preset, stage_config, context):
     from fusionlab.models.fusion import fuse_rgb, load_fusion_model
     from fusionlab.stages import fusion

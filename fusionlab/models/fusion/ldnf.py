@@ -107,7 +107,8 @@ class LDNF(FusionNet):
             raise ValueError(f"ldnf: features must be 'diffusion' or 'conv', got {features!r}")
         self.feature_kind = features
         self.stem = nn.Sequential(nn.Conv2d(4, width, 3, padding=1, padding_mode="replicate"), nn.LeakyReLU(0.1))
-        self.project = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
+        # GroupNorm first: diffusion activations have arbitrary scales per block and timestep
+        self.project = nn.ModuleList(nn.Sequential(nn.GroupNorm(1, c), nn.Conv2d(c, width, 1)) for c in channels)
         self.blocks = nn.ModuleList(_ResidualBlock(width) for _ in range(n_blocks))
         self.film = TextFiLM(text_dim, [width] * n_blocks, film_hidden) if text_guidance else None
         self.head = nn.Conv2d(width, 3, 3, padding=1, padding_mode="replicate")
