@@ -49,7 +49,7 @@ class OptimConfig(Section):
     """The two optimisers and the coupling between the levels."""
 
     lr_fusion: float = Field(1e-4, gt=0)
-    lr_detector: float = Field(5e-3, gt=0)
+    lr_detector: float = Field(2e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     det_weight: float = Field(0.1, ge=0)  # w: weight of the detection term in the fusion net's loss
     inner_lr: float = Field(0.01, gt=0)  # η of the simulated detector SGD step (bilevel)
