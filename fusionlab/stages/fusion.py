@@ -377,8 +377,60 @@ def _panel(ir: torch.Tensor, vi: torch.Tensor, fused: torch.Tensor):
     return (row.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
+REFERENCES = ("ir", "vis", "mean", "max")  # simple fusions every method should beat
+
+
+def reference_fusions(ir_gray: torch.Tensor, vi_gray: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Trivial fusions of the two gray (0..255) sources, scored beside the trained network."""
+    return {"ir": ir_gray, "vis": vi_gray, "mean": ((ir_gray + vi_gray) / 2).round(), "max": torch.maximum(ir_gray, vi_gray)}
+
+
+class DepthProbe:
+    """Depth error of the frozen stage-1 nets on IR, VIS and fused inputs (the ldnf claim:
+    fused images carry better depth cues). Active only when both nets and GT depth exist."""
+
+    def __init__(self, cfg: Config):
+        from fusionlab.metrics.depth import DepthMetrics
+        from fusionlab.models.depth import load_depth_estimator
+
+        self.nets = {}
+        if cfg.inputs.depth_ir and cfg.inputs.depth_vis and Path(cfg.inputs.depth_ir).exists() \
+                and Path(cfg.inputs.depth_vis).exists():
+            self.nets = {"ir": load_depth_estimator(cfg.inputs.depth_ir), "vis": load_depth_estimator(cfg.inputs.depth_vis)}
+        # (input name, net, which image) -> metric state
+        self.pairs = {"ir": ("ir", "ir"), "vis": ("vis", "vi"), "fused-ir-net": ("ir", "fused"),
+                      "fused-vis-net": ("vis", "fused")}
+        self.metrics = {name: DepthMetrics() for name in self.pairs}
+
+    def update(self, batch: dict, fused_rgb: torch.Tensor) -> None:
+        if not self.nets or batch.get("depth") is None:
+            return
+        images = {"ir": batch["ir"], "vi": batch["vi"], "fused": fused_rgb}
+        with torch.no_grad():
+            for name, (net, image) in self.pairs.items():
+                x = images[image]
+                if net == "ir" and x.shape[1] == 3:
+                    from fusionlab.data.colour import rgb_to_ycbcr
+
+                    x = rgb_to_ycbcr(x)[:, :1]
+                self.metrics[name].update(self.nets[net](x), batch["depth"])
+
+    def compute(self) -> dict[str, float]:
+        if not self.nets or all(m.images == 0 for m in self.metrics.values()):
+            return {}
+        keep = ("AbsRel", "RMSE", "delta1")
+        return {f"depth/{name}/{k}": float(v) for name, m in self.metrics.items()
+                for k, v in m.compute().items() if k in keep}
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    values = [r[key] for r in rows if math.isfinite(r[key])]
+    return sum(values) / len(values) if values else float("nan")
+
+
 def evaluate(net, datamodule, ctx: StageContext, cfg: Config, cache=None) -> dict:
-    """Fuse the eval split into `fused/`, score it into `eval/`, log panels; returns mean metrics."""
+    """Fuse the eval split into `fused/`, score it (and the simple references) into `eval/`,
+    probe depth on IR / VIS / fused, log panels; returns the metrics for the manifest."""
     from tqdm import tqdm
 
     from fusionlab.artifacts import atomic_dir, atomic_write_json, atomic_write_text
@@ -390,6 +442,8 @@ def evaluate(net, datamodule, ctx: StageContext, cfg: Config, cache=None) -> dic
     device = next(net.parameters()).device
     net.eval()
     rows: list[dict] = []
+    ref_rows: dict[str, list[dict]] = {name: [] for name in REFERENCES}
+    depth = DepthProbe(cfg)
     panels = []
     with atomic_dir(ctx.output("fused")) as fused_dir, torch.no_grad():
         for batch in tqdm(datamodule.eval_dataloader(), desc="fuse eval split", leave=False):
@@ -399,8 +453,14 @@ def evaluate(net, datamodule, ctx: StageContext, cfg: Config, cache=None) -> dic
             ir, vi = batch["ir"].to(device), batch["vi"].to(device)
             fused = fuse_rgb(net, ir, vi, text).float().cpu()
             fused = (fused * 255).round() / 255  # score exactly what is written
-            scores = fusion_metrics(to_gray255(fused), to_gray255(batch["ir"]), to_gray255(batch["vi"]),
-                                    convention=cfg.eval.convention, metrics=cfg.eval.metrics)
+            ir_gray, vi_gray = to_gray255(batch["ir"]), to_gray255(batch["vi"])
+            score = lambda img: fusion_metrics(img, ir_gray, vi_gray, convention=cfg.eval.convention,  # noqa: E731
+                                               metrics=cfg.eval.metrics)
+            scores = score(to_gray255(fused))
+            for name, ref in reference_fusions(ir_gray, vi_gray).items():
+                ref_scores = score(ref)
+                ref_rows[name] += [{k: float(v[i]) for k, v in ref_scores.items()} for i in range(len(batch["id"]))]
+            depth.update(batch, fused)
             for i, sample_id in enumerate(batch["id"]):
                 write_image(Path(fused_dir) / f"{sample_id}.png", fused[i])
                 rows.append({"id": sample_id, **{k: float(v[i]) for k, v in scores.items()}})
@@ -409,16 +469,20 @@ def evaluate(net, datamodule, ctx: StageContext, cfg: Config, cache=None) -> dic
     if not rows:
         raise PipelineError("the eval split is empty: nothing to fuse")
     names = [k for k in rows[0] if k != "id"]
-    mean = {k: sum(r[k] for r in rows) / len(rows) for k in names}
-    summary = {"preset": cfg.preset, "convention": cfg.eval.convention, "images": len(rows), "mean": mean}
+    mean = {k: _mean(rows, k) for k in names}
+    references = {name: {k: _mean(r, k) for k in names} for name, r in ref_rows.items()}
+    depth_scores = depth.compute()
+    summary = {"preset": cfg.preset, "convention": cfg.eval.convention, "images": len(rows), "mean": mean,
+               "references": references, "depth": depth_scores}
     with atomic_dir(ctx.output("eval")) as eval_dir:
         eval_dir = Path(eval_dir)
         atomic_write_json(eval_dir / "metrics.json", summary)
         csv = ["id," + ",".join(names)] + [r["id"] + "," + ",".join(f"{r[k]:.6f}" for k in names) for r in rows]
         atomic_write_text(eval_dir / "per_image.csv", "\n".join(csv) + "\n")
+        table = [(cfg.preset, mean), *((f"reference: {n}", v) for n, v in references.items())]
         md = [f"# {cfg.preset}: {len(rows)} eval images ({cfg.eval.convention} convention)", "",
-              "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
-              "| " + " | ".join(f"{mean[k]:.4f}" for k in names) + " |"]
+              "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
+              *("| " + label + " | " + " | ".join(f"{v[k]:.4f}" for k in names) + " |" for label, v in table)]
         atomic_write_text(eval_dir / "metrics.md", "\n".join(md) + "\n")
     run = ctx.wandb_run()
     if run is not None:
@@ -426,7 +490,10 @@ def evaluate(net, datamodule, ctx: StageContext, cfg: Config, cache=None) -> dic
 
         run.log({"eval/panels": [wandb.Image(img, caption=f"{sid}: IR | VIS | fused") for sid, img in panels],
                  **{f"eval/{k}": v for k, v in mean.items()}})
-    return mean
+    out = {f"eval/{k}": v for k, v in mean.items()}
+    out.update({f"ref/{n}/{k}": v for n, vals in references.items() for k, v in vals.items()})
+    out.update(depth_scores)
+    return out
 
 
 # --------------------------------------------------------------------------- stage entry point
@@ -454,5 +521,5 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         "depth_loss": cfg.depth_loss if cfg.preset == "ldnf" else None,
         "needs_text": bool(net.needs_text), "train": {k: v for k, v in metrics.items() if k not in ("train/loss_epochs", "train/terms")}})
     scores = evaluate(net, datamodule, ctx, cfg, cache=module._cache)
-    metrics.update({f"eval/{k}": (round(v, 6) if math.isfinite(v) else None) for k, v in scores.items()})
+    metrics.update({k: (round(v, 6) if math.isfinite(v) else None) for k, v in scores.items()})
     return metrics

@@ -38,6 +38,13 @@ def test_preset_trains_and_evaluates(preset, stage_config, context):
     assert {"EN", "SD", "Qabf", "SSIM"} <= set(table["mean"])
     assert metrics["eval/EN"] == pytest.approx(table["mean"]["EN"], abs=1e-5)
     assert (context.out_dir / "eval" / "metrics.md").read_text().count("|") > 8
+    # the simple references are scored on the same images
+    assert set(table["references"]) == {"ir", "vis", "mean", "max"}
+    assert metrics["ref/max/EN"] == pytest.approx(table["references"]["max"]["EN"], abs=1e-5)
+    assert metrics["ref/ir/SD"] != pytest.approx(metrics["ref/vis/SD"])
+    # the frozen depth nets are probed on IR, VIS and fused inputs against the synthetic depth
+    for source in ("ir", "vis", "fused-ir-net", "fused-vis-net"):
+        assert metrics[f"depth/{source}/AbsRel"] > 0, source
 
     net = load_fusion_model(context.out_dir / "fusion")
     assert net.needs_text == (preset in ("ldnf", "text2pixels", "tgif"))
