@@ -250,7 +250,7 @@ class DiffusionFeatureExtractor(nn.Module):
             for hook in hooks:
                 hook.remove()
         out = []
-        for b, s in zip(self.blocks, self.strides):
+        for b, s in zip(self.blocks, self.strides, strict=True):
             f = torch.cat(per_block[b], dim=1)
             out.append(f[..., : -(-h // s), : -(-w // s)].contiguous())
         return out
@@ -279,7 +279,7 @@ class DiffusionFeatureExtractor(nn.Module):
         folder = self.cache_dir / self.fingerprint()
         keys = [self._image_key(ir[i], vi[i]) for i in range(len(ids))]
         cached: list[list[torch.Tensor]] | None = []
-        for sid, key in zip(ids, keys):
+        for sid, key in zip(ids, keys, strict=True):
             file = folder / f"{sid}.safetensors"
             if not file.is_file():
                 cached = None
@@ -293,7 +293,7 @@ class DiffusionFeatureExtractor(nn.Module):
             return [torch.stack([c[i] for c in cached]).to(ir.device) for i in range(len(self.blocks))]
         feats = self.compute(ir, vi)
         folder.mkdir(parents=True, exist_ok=True)
-        for j, (sid, key) in enumerate(zip(ids, keys)):
+        for j, (sid, key) in enumerate(zip(ids, keys, strict=True)):
             tensors = {f"block{i}": f[j].detach().cpu().contiguous() for i, f in enumerate(feats)}
             atomic_write_bytes(folder / f"{sid}.safetensors", save_bytes(tensors, metadata={"image": key}))
         return feats

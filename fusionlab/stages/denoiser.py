@@ -18,7 +18,6 @@ from typing import Literal
 
 import lightning as L
 import torch
-
 from pydantic import Field
 
 from fusionlab.config import Section

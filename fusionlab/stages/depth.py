@@ -17,7 +17,6 @@ from typing import Literal
 
 import lightning as L
 import torch
-
 from pydantic import Field
 
 from fusionlab.config import Section
@@ -155,7 +154,7 @@ def depth_panel(estimator, images: torch.Tensor, gt: torch.Tensor) -> torch.Tens
 
     pred = estimator(images).float()
     rows = []
-    for x, p, g in zip(images, pred, gt):
+    for x, p, g in zip(images, pred, gt, strict=True):
         valid = g > 0
         hi = float((1.0 / g[valid].clamp(min=1e-3)).max()) if valid.any() else float((1.0 / p).max())
         err = torch.where(valid, (p - g).abs() / g.clamp(min=1e-3), torch.zeros_like(g))

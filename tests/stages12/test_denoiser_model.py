@@ -2,9 +2,18 @@ import pytest
 import torch
 
 from fusionlab.errors import PipelineError
-from fusionlab.models.denoiser import (DiffusionFeatureExtractor, build_scheduler, build_unet, epsilon_mse,
-                                       from_model_space, generate_samples, load_denoiser, sample_grid,
-                                       save_denoiser, to_model_space)
+from fusionlab.models.denoiser import (
+    DiffusionFeatureExtractor,
+    build_scheduler,
+    build_unet,
+    epsilon_mse,
+    from_model_space,
+    generate_samples,
+    load_denoiser,
+    sample_grid,
+    save_denoiser,
+    to_model_space,
+)
 
 TINY = {"block_out_channels": [8, 16, 16], "norm_num_groups": 4, "sample_size": 16}
 
@@ -63,7 +72,7 @@ def test_feature_extractor_shapes_match_channels_and_strides(tiny):
     feats = ext(ir, vi)
     assert ext.channels == [32, 32, 16] and ext.strides == [2, 1, 1]  # 2 timesteps x widths 16, 16, 8
     assert len(feats) == 3
-    for f, c, s in zip(feats, ext.channels, ext.strides):
+    for f, c, s in zip(feats, ext.channels, ext.strides, strict=True):
         assert f.shape == (3, c, -(-21 // s), -(-30 // s)) and f.dtype == torch.float32
         assert torch.isfinite(f).all()
     assert not any(p.requires_grad for p in ext.parameters())
@@ -92,7 +101,7 @@ def test_feature_extractor_cache_reuses_and_invalidates(tmp_path, tiny):
     hook = unet.register_forward_hook(lambda *_: calls.append(1))
     again = ext(ir, vi, ids=["a", "b"])
     assert not calls  # served from the cache
-    for f, g in zip(first, again):
+    for f, g in zip(first, again, strict=True):
         torch.testing.assert_close(f, g, atol=0, rtol=0)
     changed = ext(ir * 0.5, vi, ids=["a", "b"])  # same ids, different images: recomputed
     hook.remove()
