@@ -12,6 +12,7 @@ short CPU training converge.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fusionlab.models.fusion.base import FusionNet, register_fusion_model
@@ -58,12 +59,53 @@ class BaselineFusion(FusionNet):
                 stats = self.image_stats(ir, vi)
             ir = stretch(ir, stats["ir_lo"], stats["ir_hi"])
             y = stretch(y, stats["vi_lo"], stats["vi_hi"])
-        feats = [self.stem(torch.cat([ir, y], dim=1))]
-        for layer in self.body:
-            feats.append(layer(torch.cat(feats, dim=1)))
-        delta = self.head(torch.cat(feats, dim=1))
+        x = torch.cat([ir, y], dim=1)
+        # fp32 inference: the same function computed in a faster order (training and autocast,
+        # whose rounding depends on the order, keep the plain one)
+        fast = not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+        delta = self._dense_inference(x) if fast else self._dense(x)
         if not self.residual:
             return torch.sigmoid(delta)
         # residual in logit space keeps the output in (0,1) and starts at max(ir, y)
         base = torch.maximum(ir, y).clamp(1e-3, 1 - 1e-3)
         return torch.sigmoid(torch.logit(base) + delta)
+
+    def _dense(self, x: torch.Tensor) -> torch.Tensor:
+        """The densely connected body as written: each layer sees the concatenation of all before it."""
+        feats = [self.stem(x)]
+        for layer in self.body:
+            feats.append(layer(torch.cat(feats, dim=1)))
+        return self.head(torch.cat(feats, dim=1))
+
+    def _dense_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """`_dense` without concatenations, in channels-last layout (about 2x faster on CPU).
+
+        A conv over concatenated features is the sum of convs over each feature with the matching
+        slice of the weights. So as soon as feature j exists, its contribution to every later layer
+        (and to the 1x1 head) is added to that layer's running sum; a layer's input is complete when
+        its last contribution arrives. The result equals `_dense` up to float rounding, and no
+        activation is ever copied into a concatenation (the copies cost as much as the convs).
+        """
+        cl = torch.channels_last
+        w, n = self.stem[0].out_channels, len(self.body)
+        convs = [layer[0] for layer in self.body]
+        slope = self.stem[1].negative_slope
+        stem = self.stem[0]
+        feat = F.leaky_relu(F.conv2d(x.contiguous(memory_format=cl), stem.weight.contiguous(memory_format=cl),
+                                     stem.bias, padding=1), slope)
+        pending: list[torch.Tensor | None] = [None] * n
+        head = None
+        for j in range(n + 1):
+            cols = slice(j * w, (j + 1) * w)
+            for i in range(j, n):
+                c = F.conv2d(feat, convs[i].weight[:, cols].contiguous(memory_format=cl),
+                             convs[i].bias if j == 0 else None, padding=1)
+                pending[i] = c if pending[i] is None else pending[i].add_(c)
+            # the 1x1 head on channels-last data is a matrix product over the channel axis
+            h = F.linear(feat.permute(0, 2, 3, 1), self.head.weight[:, cols].flatten(1),
+                         self.head.bias if j == 0 else None)
+            head = h if head is None else head.add_(h)
+            if j < n:
+                feat = F.leaky_relu_(pending[j], slope)
+                pending[j] = None
+        return head.permute(0, 3, 1, 2).contiguous()
