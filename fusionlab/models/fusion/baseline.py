@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionlab.models.fusion.base import FusionNet, register_fusion_model
-from fusionlab.models.fusion.contrast import robust_range, stretch
+from fusionlab.models.fusion.contrast import SAMPLE_SIDE, robust_range, stretch
 
 
 @register_fusion_model("baseline")
@@ -48,7 +48,9 @@ class BaselineFusion(FusionNet):
         if self.stretch <= 0:
             return None
         ir_lo, ir_hi = robust_range(ir, self.stretch)
-        y_lo, y_hi = robust_range(self.luma(vi), self.stretch)
+        # the percentiles only look at a regular subsample, so take it before computing Y
+        small_vi = F.interpolate(vi.float(), size=(SAMPLE_SIDE, SAMPLE_SIDE), mode="nearest")
+        y_lo, y_hi = (v.to(vi.dtype) for v in robust_range(self.luma(small_vi), self.stretch))
         return {"ir_lo": ir_lo, "ir_hi": ir_hi, "vi_lo": y_lo, "vi_hi": y_hi}
 
     def forward(self, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None,
