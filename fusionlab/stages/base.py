@@ -209,7 +209,7 @@ class StageContext:
         ckpt = ModelCheckpoint(
             dirpath=str(self.checkpoint_dir(name)),
             save_last=True,
-            save_top_k=0,
+            save_top_k=1,  # Lightning >= 2.6 writes last.ckpt only when a top-k checkpoint was saved
             every_n_train_steps=every,
             save_on_train_epoch_end=True,
         )
