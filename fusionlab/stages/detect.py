@@ -195,7 +195,7 @@ def _module_class():
             lf = self.lower_loss(fused, batch)
             ld, _ = self.criterion(self.detector(z), boxes)
             opt_f.zero_grad()
-            self.manual_backward(lf + self.optim_cfg.det_weight * ld, inputs=list(self.fusion_net.parameters()))
+            self.manual_backward(lf + self.optim_cfg.det_weight * ld, inputs=self.fusion_params())
             opt_f.step()
             return {"loss_fusion": lf.detach(), "loss_det": ld.detach()}
 
@@ -213,6 +213,10 @@ def _module_class():
         def alternating_step(self, batch) -> dict:
             k = self.optim_cfg.k
             return self.fusion_step(batch) if self.steps_done % (k + 1) < k else self.detector_step(batch)
+
+        def fusion_params(self) -> list:
+            """Trainable fusion parameters (a preset may hold frozen parts, e.g. ldnf's denoiser)."""
+            return [p for p in self.fusion_net.parameters() if p.requires_grad]
 
         def bilevel_step(self, batch) -> dict:
             """One-step unrolled hypergradient for θ, then the detector's own step on z*."""
@@ -233,7 +237,7 @@ def _module_class():
             lookahead.update({n: p for n, p in self.detector.named_parameters() if not p.requires_grad})
             ld_outer, _ = self.criterion(functional_call(self.detector, lookahead, (z,)), boxes)
             opt_f.zero_grad()
-            self.manual_backward(lf + cfg.det_weight * ld_outer, inputs=list(self.fusion_net.parameters()))
+            self.manual_backward(lf + cfg.det_weight * ld_outer, inputs=self.fusion_params())
             opt_f.step()
             # upper level: the detector steps on z* with the gradient it already has
             opt_d.zero_grad()
@@ -250,7 +254,7 @@ def _module_class():
 
         def configure_optimizers(self):
             cfg = self.optim_cfg
-            opt_f = torch.optim.Adam(self.fusion_net.parameters(), lr=cfg.lr_fusion)
+            opt_f = torch.optim.Adam(self.fusion_params(), lr=cfg.lr_fusion)
             opt_d = torch.optim.AdamW(self.det_params(), lr=cfg.lr_detector, weight_decay=cfg.weight_decay)
             return [opt_f, opt_d]
 

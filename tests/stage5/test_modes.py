@@ -139,3 +139,16 @@ def test_fused_images_are_resized_for_the_detector_and_boxes_follow(tiny_detecto
     assert torch.allclose(boxes[:, 3], batch["boxes"][:, 3] * 72 / 96)
     assert torch.allclose(boxes[:, 2], batch["boxes"][:, 2])
     assert z.requires_grad  # the resize keeps the graph to the fusion net
+
+
+@pytest.mark.parametrize("mode", ["bilevel", "joint"])
+def test_frozen_parts_of_the_fusion_net_are_left_alone(tiny_detector_cfg, mode):
+    """A preset may carry frozen modules (ldnf holds its stage-2 denoiser): steps must skip them."""
+    module = _module(mode, tiny_detector_cfg)
+    module.fusion_net.frozen = nn.Linear(3, 3).requires_grad_(False)
+    frozen = module.fusion_net.frozen.weight.detach().clone()
+    module.configure_optimizers()
+    getattr(module, f"{mode}_step")(_batch())
+    assert module.fusion_net.frozen.weight.grad is None
+    assert torch.equal(frozen, module.fusion_net.frozen.weight)
+    assert _fusion_grad(module) > 0
