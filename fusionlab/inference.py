@@ -9,6 +9,8 @@ accumulator (one float32 RGB image) and a batch of tiles live in memory at a tim
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
 import torch
@@ -244,6 +246,17 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
 
     bar = tqdm(total=len(pairs), desc="fuse", unit="pair", disable=not progress)
     batch: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    # Decoding and PNG encoding (OpenCV/zlib release the GIL) run in worker threads, overlapping
+    # the net; reads stay `ahead` pairs in front and at most `ahead` writes are pending, so
+    # memory stays bounded. Results are taken in order, so an error surfaces for the right file.
+    ahead = 2
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fuse-io")
+    writes: deque = deque()
+
+    def write(pid: str, image: torch.Tensor) -> None:
+        writes.append(pool.submit(write_image, out_dir / f"{pid}.png", image))
+        while len(writes) > ahead:
+            writes.popleft().result()
 
     def flush():
         if not batch:
@@ -253,27 +266,36 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
         fused = fuse_image(net, torch.cat([b[1] for b in batch]), torch.cat([b[2] for b in batch]), text,
                            device=dev, precision=precision)
         for i, f in zip(ids, fused, strict=True):
-            write_image(out_dir / f"{i}.png", f)
+            write(i, f)
         bar.update(len(batch))
         batch.clear()
 
-    for pid, ir_path, vi_path in pairs:
-        ir, vi = _read_pair(ir_path, vi_path)
-        if tile and max(ir.shape[-2:]) > tile:
-            flush()
-            text = text_source([pid], dev) if text_source else None
-            fused = fuse_tiled(net, ir, vi, text, tile=tile, overlap=overlap, batch_size=batch_size,
-                               device=dev, precision=precision)
-            write_image(out_dir / f"{pid}.png", fused[0])
-            del fused
-            bar.update(1)
-            continue
-        if batch and batch[0][1].shape[-2:] != ir.shape[-2:]:
-            flush()
-        batch.append((pid, ir, vi))
-        if len(batch) >= batch_size:
-            flush()
-    flush()
+    try:
+        reads = deque(pool.submit(_read_pair, ir_path, vi_path) for _, ir_path, vi_path in pairs[:ahead])
+        for n, (pid, _, _) in enumerate(pairs):
+            ir, vi = reads.popleft().result()
+            if n + ahead < len(pairs):
+                _, ir_next, vi_next = pairs[n + ahead]
+                reads.append(pool.submit(_read_pair, ir_next, vi_next))
+            if tile and max(ir.shape[-2:]) > tile:
+                flush()
+                text = text_source([pid], dev) if text_source else None
+                fused = fuse_tiled(net, ir, vi, text, tile=tile, overlap=overlap, batch_size=batch_size,
+                                   device=dev, precision=precision)
+                write(pid, fused[0])
+                del fused
+                bar.update(1)
+                continue
+            if batch and batch[0][1].shape[-2:] != ir.shape[-2:]:
+                flush()
+            batch.append((pid, ir, vi))
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        while writes:
+            writes.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     return len(pairs)
 
