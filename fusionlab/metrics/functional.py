@@ -188,10 +188,10 @@ def _filter2d_valid_direct(x: torch.Tensor, weights, stride: int = 1) -> torch.T
     return _correlate_valid(_correlate_valid(x, weights, -1, stride), weights, -2, stride)
 
 
-def _filter2d_valid(x: torch.Tensor, weights, stride: int = 1, band_bytes: int = 1 << 19) -> torch.Tensor:
+def _filter2d_valid(x: torch.Tensor, weights, stride: int = 1, band_bytes: int = 1 << 20) -> torch.Tensor:
     """Separable 'valid' filtering of [..., H, W] with the same 1-D weights on both axes.
 
-    Large inputs are processed map by map in bands of rows (~512 KiB each) so that the ~2n
+    Large inputs are processed map by map in bands of rows (~1 MiB each, a quarter of L2) so that the ~2n
     passes over the data hit the CPU cache instead of memory: about 2.5x faster on the dev box.
     """
     n = len(weights)
@@ -292,7 +292,7 @@ def _vif_terms(mu1, mu2, e11, s2, e12, eps: float, sigma_nsq: float):
     info = gain.square_().mul_(s1).div_(sv).add_(1).log_()
     info = torch.where(has1 & (s2 >= eps), info, 0.0)
     den = torch.where(has1, (s1 / sigma_nsq).add_(1).log_(), 0.0)
-    return info.sum((-2, -1)), den.sum((-2, -1))
+    return info.sum((-2, -1), dtype=torch.float64), den.sum((-2, -1), dtype=torch.float64)
 
 
 def _check_vif_size(size) -> None:
@@ -311,6 +311,17 @@ def _check_vif_size(size) -> None:
             )
 
 
+def _vif_inputs(a, b, f) -> torch.Tensor:
+    """The three images stacked for VIF, each minus its own mean, in float32 on the CPU.
+
+    VIF sees only local variances and covariances, which a constant shift leaves unchanged.
+    Centring shrinks the values that E[x^2] - mu^2 cancels, so float32 filtering (twice as fast
+    as float64 on a CPU) stays within ~2e-5 relative of the float64 result on RoadScene.
+    """
+    imgs = torch.stack([a, b, f]).to(torch.float32 if a.device.type == "cpu" else torch.float64)
+    return imgs - imgs.mean((-2, -1), keepdim=True)
+
+
 def vif_pair(f, a, b, eps: float = 1e-10, sigma_nsq: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Multiscale pixel-domain VIF of Sheikh & Bovik (4 scales) for A -> F and B -> F.
 
@@ -318,7 +329,7 @@ def vif_pair(f, a, b, eps: float = 1e-10, sigma_nsq: float = 2.0) -> tuple[torch
     eps guards of the published code. Both sources share the statistics of F.
     """
     _check_vif_size(f.shape[-2:])
-    imgs = torch.stack([a, b, f]).double()  # [3, B, H, W]
+    imgs = _vif_inputs(a, b, f)  # [3, B, H, W]
     num = torch.zeros(2, f.shape[0], dtype=torch.float64, device=f.device)
     den = torch.zeros_like(num)
     for scale in range(1, 5):
