@@ -386,9 +386,15 @@ def _qabf_edges(x: torch.Tensor):
     return g, angle
 
 
+def _min_over_max(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """min(x, y) / max(x, y) for gradient magnitudes (>= 0), 0 where both are 0: one division
+    instead of two selected ones."""
+    return torch.minimum(x, y).div_(torch.maximum(x, y).clamp_min_(1e-30))
+
+
 def _qabf_preservation(ga, aa, gf, af):
     # Strength ratio min/max; where the two are equal the published code takes gF itself.
-    ratio = torch.where(ga > gf, gf / ga.clamp_min(1e-30), torch.where(ga == gf, gf, ga / gf.clamp_min(1e-30)))
+    ratio = torch.where(ga == gf, gf, _min_over_max(ga, gf))
     orient = 1 - torch.abs(aa - af) / (math.pi / 2)
     qg = 0.9994 / (1 + torch.exp(-15 * (ratio - 0.5)))
     qa = 0.9879 / (1 + torch.exp(-22 * (orient - 0.8)))
@@ -410,15 +416,13 @@ def _nabf_edges(x: torch.Tensor):
     gv, gh = _sobel(x.to(_edge_dtype(x)), "replicate")  # MATLAB imfilter(x, fspecial('sobel')[']), 'replicate'
     gh = -gh  # fspecial('sobel') correlates top - bottom
     g = torch.sqrt(gv * gv + gh * gh)
-    both0 = (gv == 0) & (gh == 0)
+    both0 = g == 0  # the same as gv == 0 and gh == 0, in one comparison
     angle = torch.atan(gv / torch.where(both0, 1.0, gh))  # gh == 0 -> +-inf -> +-pi/2, as MATLAB
     return g, torch.where(both0, 0.0, angle)
 
 
 def _nabf_preservation(ga, aa, gf, af):
-    zero = (ga == 0) | (gf == 0)
-    ratio = torch.where(ga > gf, gf / ga.clamp_min(1e-30), ga / gf.clamp_min(1e-30))
-    ratio = torch.where(zero, 0.0, ratio)
+    ratio = _min_over_max(ga, gf)  # 0 where either gradient is 0, as published
     orient = torch.abs(torch.abs(aa - af) - math.pi / 2) * 2 / math.pi
     qg = 0.9999 / (1 + torch.exp(-19 * (ratio - 0.5)))
     qa = 0.9995 / (1 + torch.exp(-22 * (orient - 0.5)))
@@ -436,8 +440,8 @@ def nabf(f, a, b) -> torch.Tensor:
     gf, af = _nabf_edges(f)
     qaf = _nabf_preservation(ga, aa, gf, af)
     qbf = _nabf_preservation(gb, ab, gf, af)
-    wa = torch.where(ga >= 2, ga.pow(1.5), 0.001)
-    wb = torch.where(gb >= 2, gb.pow(1.5), 0.001)
+    wa = torch.where(ga >= 2, ga * ga.sqrt(), 0.001)  # g^1.5; pow is ~10x slower than sqrt
+    wb = torch.where(gb >= 2, gb * gb.sqrt(), 0.001)
     artifact = (gf > ga) & (gf > gb)
     num = torch.where(artifact, (1 - qaf) * wa + (1 - qbf) * wb, 0.0).double().sum((1, 2))
     return num / (wa.double() + wb.double()).sum((1, 2))
