@@ -93,8 +93,8 @@ class BaselineFusion(FusionNet):
         convs = [layer[0] for layer in self.body]
         slope = self.stem[1].negative_slope
         stem = self.stem[0]
-        feat = F.leaky_relu(F.conv2d(x.contiguous(memory_format=cl), stem.weight.contiguous(memory_format=cl),
-                                     stem.bias, padding=1), slope)
+        feat = F.leaky_relu_(F.conv2d(x.contiguous(memory_format=cl), stem.weight.contiguous(memory_format=cl),
+                                      stem.bias, padding=1), slope)
         pending: list[torch.Tensor | None] = [None] * n
         head = None
         for j in range(n + 1):
