@@ -18,6 +18,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("YOLO_OFFLINE", "1")
+# Tests that import ultralytics before any run dir exists must not write settings into $HOME.
+os.environ.setdefault("YOLO_CONFIG_DIR", str(REPO / ".pytest_cache" / "ultralytics"))
 os.environ.setdefault("FUSIONLAB_WEIGHTS", str(REPO / ".pytest_cache" / "no-weights"))
 
 

@@ -9,15 +9,29 @@ import pytest
 import torch
 
 
-def test_prepare_ultralytics_keeps_settings_and_font_in_run_dir(ultralytics_home):
-    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
+def test_prepare_ultralytics_keeps_settings_and_font_in_run_dir(tmp_path):
+    """In a fresh process (ultralytics reads its settings once, at import): nothing goes to $HOME."""
+    import json
+    import subprocess
+    import sys
 
-    assert Path(USER_CONFIG_DIR) == ultralytics_home
-    assert (ultralytics_home / "Arial.ttf").stat().st_size > 10_000  # a real TTF, no download needed
-    assert not str(ultralytics_home).startswith(str(Path.home() / ".config"))
-    assert os.environ["YOLO_OFFLINE"] == "1"
-    assert SETTINGS["sync"] is False
-    assert str(ultralytics_home.parent) in SETTINGS["runs_dir"]
+    code = (
+        "import json, os, sys; from fusionlab.models.detector import prepare_ultralytics; "
+        "home = prepare_ultralytics(sys.argv[1]); "
+        "from ultralytics.utils import SETTINGS, USER_CONFIG_DIR; "
+        "print(json.dumps({'home': str(home), 'config': str(USER_CONFIG_DIR), 'offline': os.environ['YOLO_OFFLINE'], "
+        "'sync': SETTINGS['sync'], 'runs': SETTINGS['runs_dir']}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "YOLO_CONFIG_DIR"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    info = json.loads(out.strip().splitlines()[-1])
+    home = Path(info["home"])
+    assert Path(info["config"]) == home
+    assert str(home).startswith(str(tmp_path)) and not str(home).startswith(str(Path.home() / ".config"))
+    assert (home / "Arial.ttf").stat().st_size > 10_000  # a real TTF, no download needed
+    assert info["offline"] == "1" and info["sync"] is False
+    assert str(tmp_path) in info["runs"]
 
 
 def test_data_layer_boxes_become_ultralytics_targets():
