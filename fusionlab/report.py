@@ -20,6 +20,7 @@ from fusionlab.pipeline.manifest import read_manifest
 REPORT_DIR = "report"
 FUSION_KEYS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "CC", "PSNR", "Nabf")
 LOWER_IS_BETTER = {"Nabf", "MSE"}
+DETECTION_SETS = ("ir", "vis", "fused", "bilevel")  # stage 5's protocol: one fresh detector per image set
 
 
 @dataclass
@@ -149,14 +150,14 @@ def detection_table(stages: list[StageInfo]) -> list[list[str]] | None:
             continue
         per_set: dict[str, dict[str, float]] = {}
         for key, value in _scalar_metrics(s.metrics).items():
-            parts = key.split("/")
-            if len(parts) == 2 and parts[0] in ("ir", "vis", "vi", "fused", "bilevel") or key.startswith("map/"):
-                name, metric = (parts[1], parts[2]) if key.startswith("map/") and len(parts) == 3 else parts[:2]
-                per_set.setdefault(name, {})[metric] = value
+            metric, _, image_set = key.partition("/")  # e.g. map50/ir, precision/bilevel
+            if metric in ("map50", "map50_95", "precision", "recall") and image_set in DETECTION_SETS:
+                per_set.setdefault(image_set, {})[metric] = value
         if not per_set:
             return None
-        metrics = sorted({m for v in per_set.values() for m in v})
-        return [["image set", *metrics], *[[name, *[_fmt(v.get(m)) for m in metrics]] for name, v in per_set.items()]]
+        metrics = [m for m in ("map50", "map50_95", "precision", "recall") if any(m in v for v in per_set.values())]
+        return [["image set", *metrics], *[[name, *[_fmt(per_set[name].get(m)) for m in metrics]]
+                                           for name in DETECTION_SETS if name in per_set]]
     return None
 
 

@@ -69,3 +69,14 @@ def test_report_renders_in_headless_chromium(tiny_run, repo_dir):
     assert shot.is_file() and shot.stat().st_size > 10_000, proc.stderr[-2000:]
     console_errors = [line for line in proc.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
     assert not console_errors, console_errors
+
+
+def test_detection_table_reads_stage5_metric_names(tmp_path):
+    from fusionlab.report import StageInfo, detection_table
+
+    metrics = {"map50/ir": 0.49, "map50/vis": 0.04, "map50/fused": 0.37, "map50/bilevel": 0.36,
+               "precision/ir": 0.56, "bilevel/loss_det_last": 12.0, "map50/stage_detector": 0.0}
+    rows = detection_table([StageInfo("detect", "ran", {"type": "detect", "metrics": metrics}, tmp_path)])
+    assert rows[0] == ["image set", "map50", "precision"]
+    assert [r[0] for r in rows[1:]] == ["ir", "vis", "fused", "bilevel"]
+    assert rows[1] == ["ir", "0.49", "0.56"] and rows[4][1] == "0.36"
