@@ -2,7 +2,7 @@
 
 Most fusion networks are single-channel. Running them on Y (luma) and re-attaching the visible
 image's chroma keeps the colours exactly where the network leaves Y alone. Presets whose network
-outputs three channels use `fuse_rgb` instead.
+outputs three channels use `fuse_native_rgb` instead.
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ def fuse_on_y(
     return ycbcr_to_rgb(torch.cat([fused_y, ycbcr[:, 1:]], 1))
 
 
-def fuse_rgb(
+def fuse_native_rgb(
     net_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ir: torch.Tensor, vi: torch.Tensor
 ) -> torch.Tensor:
     """Native RGB path: `net_fn(ir [B,1,H,W], vi [B,3,H,W]) -> rgb [B,3,H,W]`, clamped to [0,1]."""
     out = net_fn(ir, vi)
     if out.shape[1] != 3:
-        raise ValueError(f"fuse_rgb expects a 3-channel network output, got {out.shape[1]} channel(s); use fuse_on_y")
+        raise ValueError(f"fuse_native_rgb expects a 3-channel network output, got {out.shape[1]} channel(s); use fuse_on_y")
     return out.clamp(0.0, 1.0)
 
 

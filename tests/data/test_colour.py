@@ -1,6 +1,6 @@
 import torch
 
-from fusionlab.data.colour import fuse_on_y, fuse_rgb, rgb_to_ycbcr, to_gray, ycbcr_to_rgb
+from fusionlab.data.colour import fuse_on_y, fuse_native_rgb, rgb_to_ycbcr, to_gray, ycbcr_to_rgb
 
 
 def test_identity_on_y_returns_the_visible_image():
@@ -42,11 +42,11 @@ def test_round_trip_and_rgb_path():
     x = torch.rand(1, 3, 5, 7)
     assert torch.allclose(ycbcr_to_rgb(rgb_to_ycbcr(x)), x, atol=1e-5)
     assert to_gray(x).shape == (1, 1, 5, 7) and to_gray(x[:, :1]) is not None
-    out = fuse_rgb(lambda ir, vi: vi * 2 - 0.5, torch.rand(1, 1, 5, 7), x)
+    out = fuse_native_rgb(lambda ir, vi: vi * 2 - 0.5, torch.rand(1, 1, 5, 7), x)
     assert out.shape == (1, 3, 5, 7) and out.min() >= 0 and out.max() <= 1
     try:
-        fuse_rgb(lambda ir, vi: ir, torch.rand(1, 1, 5, 7), x)
+        fuse_native_rgb(lambda ir, vi: ir, torch.rand(1, 1, 5, 7), x)
     except ValueError as exc:
         assert "fuse_on_y" in str(exc)
     else:
-        raise AssertionError("a 1-channel output must be refused by fuse_rgb")
+        raise AssertionError("a 1-channel output must be refused by fuse_native_rgb")
