@@ -149,25 +149,10 @@ def _pairs(ir_dir, vi_dir) -> list[tuple]:
 
 
 def read_captions(path) -> dict[str, str]:
-    """captions.jsonl -> {id: caption}; malformed lines are errors naming the line."""
-    import json
-    from pathlib import Path
+    """captions.jsonl (or CSV) -> {id: caption}; a malformed line is an error naming it."""
+    from fusionlab.data.captions_file import read_captions as read
 
-    from fusionlab.errors import DataError
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"--captions '{path}' does not exist; pass stage 3's captions.jsonl")
-    out: dict[str, str] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            out[str(row["id"])] = str(row["caption"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise DataError(f"'{path}' line {n} is not {{\"id\": ..., \"caption\": ...}}; fix that line") from None
-    return out
+    return read(path, missing_hint="pass stage 3's captions.jsonl to --captions")
 
 
 class _TextSource:

@@ -57,6 +57,6 @@ def main(args) -> int:
         return 0
     widths = [max(len(r[i]) for r in rows + [("stage", "key", "wants", "status")]) for i in range(4)]
     for row in [("stage", "key", "wants", "status"), *rows]:
-        print("  ".join(col.ljust(w) for col, w in zip(row, widths)))
+        print("  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True)))
     print(f"\ncache dir: {cache_dir()}   hub downloads: {'allowed' if online_allowed() else 'disabled (offline)'}")
     return 1 if any(r[3].startswith("MISSING") for r in rows) else 0

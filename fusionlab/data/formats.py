@@ -14,10 +14,10 @@ what it found and suggests the renaming that would make it fit.
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fusionlab.data.captions_file import read_captions
 from fusionlab.data.checks import CheckReport, pair_by_stem
 from fusionlab.data.io import is_image
 from fusionlab.data.labels import ClassIndex
@@ -170,19 +170,10 @@ def _modality_dirs(base: Path, fmt: str) -> tuple[Path, Path]:
 
 
 def _read_captions(path: Path, report: CheckReport) -> dict[str, str]:
-    """captions.jsonl: one {"id": ..., "caption": ...} per line; bad lines are reported."""
-    captions: dict[str, str] = {}
+    """The dataset's optional captions.jsonl; bad lines are reported and skipped."""
     if not path.is_file():
-        return captions
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            captions[str(row["id"])] = str(row["caption"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            report.add("captions", path, f'\'{path}\' line {n} is not {{"id": ..., "caption": ...}}; ignored')
-    return captions
+        return {}
+    return read_captions(path, on_bad=lambda message: report.add("captions", path, f"{message}; ignored"))
 
 
 def _pairs(ir_dir: Path, vi_dir: Path, report: CheckReport, recursive: bool = False):

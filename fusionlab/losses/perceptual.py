@@ -86,5 +86,5 @@ class FeatureFidelityLoss(nn.Module):
 
     def forward(self, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            targets = [torch.maximum(a, b) for a, b in zip(self.vgg(ir), self.vgg(vi))]
-        return sum((f - t).abs().mean() for f, t in zip(self.vgg(fused), targets))
+            targets = [torch.maximum(a, b) for a, b in zip(self.vgg(ir), self.vgg(vi), strict=True)]
+        return sum((f - t).abs().mean() for f, t in zip(self.vgg(fused), targets, strict=True))

@@ -15,8 +15,6 @@ and VIS captions before the CLIP text encoder. Three captioners share one interf
 
 from __future__ import annotations
 
-import csv
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -290,29 +288,10 @@ class BlipCaptioner:
 
 
 def read_caption_file(path: str | Path) -> dict[str, dict]:
-    """id -> {"caption_ir", "caption_vi"} or {"caption"} from JSONL or CSV; bad rows name the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"captions file '{path}' does not exist (config key model.captioner.path)")
-    rows: list[dict] = []
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    else:
-        for n, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{n}: not valid JSON ({exc.msg}); one object per line: "
-                                '{"id": ..., "caption": ...}') from None
-    out = {}
-    for n, row in enumerate(rows, start=1):
-        if not isinstance(row, dict) or "id" not in row or not ({"caption", "caption_ir", "caption_vi"} & set(row)):
-            raise DataError(f"{path}: row {n} needs 'id' and 'caption' (or 'caption_ir' / 'caption_vi')")
-        out[str(row["id"])] = {k: str(row[k]) for k in ("caption", "caption_ir", "caption_vi") if row.get(k)}
-    return out
+    """id -> {"caption_ir", "caption_vi"} and/or {"caption"} from JSONL or CSV; bad rows name the line."""
+    from fusionlab.data.captions_file import read_caption_rows
+
+    return read_caption_rows(path, missing_hint="check the config key model.captioner.path")
 
 
 class FileCaptioner:

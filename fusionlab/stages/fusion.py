@@ -454,8 +454,9 @@ def evaluate(net, datamodule, ctx: StageContext, cfg: Config, cache=None) -> dic
             fused = fuse_rgb(net, ir, vi, text).float().cpu()
             fused = (fused * 255).round() / 255  # score exactly what is written
             ir_gray, vi_gray = to_gray255(batch["ir"]), to_gray255(batch["vi"])
-            score = lambda img: fusion_metrics(img, ir_gray, vi_gray, convention=cfg.eval.convention,  # noqa: E731
-                                               metrics=cfg.eval.metrics)
+            def score(img, ir_gray=ir_gray, vi_gray=vi_gray):
+                return fusion_metrics(img, ir_gray, vi_gray, convention=cfg.eval.convention, metrics=cfg.eval.metrics)
+
             scores = score(to_gray255(fused))
             for name, ref in reference_fusions(ir_gray, vi_gray).items():
                 ref_scores = score(ref)

@@ -1,6 +1,6 @@
 import torch
 
-from fusionlab.data.colour import fuse_on_y, fuse_native_rgb, rgb_to_ycbcr, to_gray, ycbcr_to_rgb
+from fusionlab.data.colour import fuse_native_rgb, fuse_on_y, rgb_to_ycbcr, to_gray, ycbcr_to_rgb
 
 
 def test_identity_on_y_returns_the_visible_image():

@@ -70,7 +70,7 @@ def test_ldnf_outputs_rgb_directly():
 
 
 def test_ldnf_diffusion_features_from_denoiser(tmp_path):
-    from fusionlab.models.denoiser import build_unet, build_scheduler, save_denoiser
+    from fusionlab.models.denoiser import build_scheduler, build_unet, save_denoiser
     from fusionlab.models.fusion import load_fusion_model, save_fusion_model
     from fusionlab.models.fusion.ldnf import LDNF
 

@@ -59,6 +59,6 @@ class LDFusionNet(FusionNet):
     def forward(self, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None) -> torch.Tensor:
         y = self.luma(vi)
         x = torch.cat([self.enc_ir(ir), self.enc_vi(y)], 1)
-        for conv, (gamma, beta) in zip(self.fusion, self.adain_params(torch.cat([ir, y], 1))):
+        for conv, (gamma, beta) in zip(self.fusion, self.adain_params(torch.cat([ir, y], 1)), strict=True):
             x = torch.relu(adain(conv(x), gamma, beta))
         return (self.decoder(x) + 1) / 2

@@ -149,7 +149,7 @@ class LDNF(FusionNet):
     def forward(self, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None) -> torch.Tensor:
         size = ir.shape[-2:]
         x = self.stem(torch.cat([ir, vi], 1))
-        for proj, feat in zip(self.project, self._extract(ir, vi)):
+        for proj, feat in zip(self.project, self._extract(ir, vi), strict=True):
             x = x + F.interpolate(proj(feat.to(x.dtype)), size=size, mode="bilinear", align_corners=False)
         params = self.film(text["pooled"].to(x.device)) if (self.film is not None and text is not None) else None
         for i, block in enumerate(self.blocks):
