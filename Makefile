@@ -31,10 +31,8 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed ## create .venv and install fusionlab with its pinned dependencies
 
-demo: setup ## run the embedded default pipeline (synthetic scenes, CPU, all five stages) and print the report path
+demo: setup ## run the embedded default pipeline (synthetic scenes, CPU, all five stages); ends by printing the report path
 	$(BIN)/fusionlab run $(PIPELINE) $(ARGS)
-	@echo ""
-	@echo "report: $$($(BIN)/python -c "import yaml,pathlib; print(pathlib.Path(yaml.safe_load(open('$(PIPELINE)'))['run_dir']).resolve() / 'report' / 'index.html')")"
 
 pipeline: setup ## run PIPELINE (default stages/pipeline.yaml) with ARGS overrides
 	$(BIN)/fusionlab run $(PIPELINE) $(ARGS)

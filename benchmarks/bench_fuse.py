@@ -42,8 +42,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="32", choices=["32", "bf16", "fp16"])
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1, as `fusionlab fuse`; 0 = torch's choice)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads (default 0 = torch's choice, as `fusionlab fuse`)")
     p.add_argument("--json", default=None, help="also write the numbers here")
     args = p.parse_args()
 

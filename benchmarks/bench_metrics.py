@@ -42,9 +42,9 @@ def main() -> int:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch threads (default 1: the work is many memory-bound passes, and on a busy shared "
-        "machine two threads wait on each other; 0 = torch's choice)",
+        default=0,
+        help="torch threads (default 0 = torch's choice, as `fusionlab eval`; on a busy shared machine "
+        "1 is faster, as two threads wait on each other)",
     )
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
     parser.add_argument("--per-metric", action="store_true", help="also time each metric alone (CPU ms)")

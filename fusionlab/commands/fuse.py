@@ -30,10 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", default=None,
                         help="CLIP used to encode captions (folder or spec); default: the one the checkpoint names")
     parser.add_argument("--overwrite", action="store_true", help="replace existing PNGs in --out")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for the net (0 = torch's default). 1 is fastest on a small or shared "
-                             "CPU: reading and PNG writing already run in parallel threads, and more OpenMP "
-                             "threads spin-wait whenever another process holds a core")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for the net (default 0 = torch's choice, one per core). On a CPU "
+                             "shared with other jobs use 1: extra OpenMP threads spin-wait whenever another "
+                             "process holds a core")
 
 
 def main(args: argparse.Namespace) -> int:

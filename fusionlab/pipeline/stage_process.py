@@ -22,7 +22,7 @@ from fusionlab.pipeline.manifest import (
     write_manifest,
 )
 from fusionlab.pipeline.spec import resolve_stage_dict
-from fusionlab.stages.base import StageContext, WandbSettings, process_is_rank_zero
+from fusionlab.stages.base import StageContext, WandbSettings, apply_cpu_threads, process_is_rank_zero
 
 
 def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str, Any] | None = None,
@@ -66,6 +66,7 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
 
     L.seed_everything(resolved.get("seed", 0), workers=True, verbose=False)
     cfg = module.Config.model_validate(resolved)
+    apply_cpu_threads(cfg)
     started = time.time()
     metrics = module.run(cfg, ctx) or {}
     wall = time.time() - started

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field
+
 from fusionlab.config import Section
 from fusionlab.errors import ConfigError
 
@@ -53,6 +55,20 @@ class StageConfig(Section):
     stage: str
     seed: int = 0
     trainer: TrainerConfig = TrainerConfig()
+    # torch intra-op threads when the stage runs on the CPU (None: torch's choice, one per core).
+    # On a CPU shared with other jobs, 1 is often several times faster for these small nets:
+    # extra OpenMP threads spin-wait whenever another process holds a core. Ignored on a GPU.
+    cpu_threads: int | None = Field(None, gt=0)
+
+
+def apply_cpu_threads(cfg: StageConfig) -> None:
+    """Set torch's CPU threads from `cfg.cpu_threads` when the stage will run on the CPU."""
+    import torch
+
+    accelerator = cfg.trainer.accelerator
+    on_cpu = accelerator == "cpu" or (accelerator in ("auto", "gpu", "cuda") and not torch.cuda.is_available())
+    if cfg.cpu_threads is not None and on_cpu:
+        torch.set_num_threads(cfg.cpu_threads)
 
 
 class WandbSettings(Section):
@@ -237,7 +253,10 @@ class StageContext:
 
     def fit(self, trainer, module, datamodule=None, *, name: str = "main", **kwargs) -> None:
         """`trainer.fit`, resuming from this phase's last checkpoint when one exists."""
-        trainer.fit(module, datamodule=datamodule, ckpt_path=self.resume_path(name), weights_only=True, **kwargs)
+        ckpt_path = self.resume_path(name)
+        if ckpt_path is not None and trainer.is_global_zero:
+            print(f"resuming phase '{name}' from {ckpt_path}", flush=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, **kwargs)
 
 
 def process_is_rank_zero_after_launch() -> bool:

@@ -18,7 +18,6 @@ from typing import Literal
 
 import lightning as L
 import torch
-from pydantic import Field
 
 from fusionlab.config import Section
 from fusionlab.data.config import DataConfig
@@ -64,9 +63,6 @@ class Config(StageConfig):
     schedule: ScheduleConfig = ScheduleConfig()
     train: DenoiserTrainConfig = DenoiserTrainConfig()
     trainer: TrainerConfig = TrainerConfig(max_epochs=8)
-    # torch CPU threads (None = torch's default). On a shared CPU, 1 is much faster for these tiny
-    # nets: extra threads spin-wait instead of working. Ignored when training on a GPU.
-    cpu_threads: int | None = Field(None, gt=0)
 
 
 def _ema_fn(decay: float):
@@ -151,9 +147,6 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     from fusionlab.data.io import write_image
     from fusionlab.models.denoiser import generate_samples, sample_grid, save_denoiser
 
-    on_cpu = cfg.trainer.accelerator == "cpu" or (cfg.trainer.accelerator == "auto" and not torch.cuda.is_available())
-    if cfg.cpu_threads is not None and on_cpu:
-        torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = DenoiserModule(cfg.model.model_dump(), cfg.schedule.model_dump(), cfg.train.model_dump(), cfg.seed)
     datamodule = FusionDataModule(cfg.data)

@@ -17,7 +17,6 @@ from typing import Literal
 
 import lightning as L
 import torch
-from pydantic import Field
 
 from fusionlab.config import Section
 from fusionlab.data.config import DataConfig
@@ -55,9 +54,6 @@ class Config(StageConfig):
     model: DepthModelConfig = DepthModelConfig()
     train: DepthTrainConfig = DepthTrainConfig()
     trainer: TrainerConfig = TrainerConfig(max_epochs=6)
-    # torch CPU threads (None = torch's default). On a shared CPU, 1 is much faster for these tiny
-    # nets: extra threads spin-wait instead of working. Ignored when training on a GPU.
-    cpu_threads: int | None = Field(None, gt=0)
 
 
 def depth_metric():
@@ -203,9 +199,6 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     from fusionlab.data.io import write_image
     from fusionlab.models.depth import save_depth_estimator
 
-    on_cpu = cfg.trainer.accelerator == "cpu" or (cfg.trainer.accelerator == "auto" and not torch.cuda.is_available())
-    if cfg.cpu_threads is not None and on_cpu:
-        torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     metrics: dict = {}
     for net, key in NETS.items():

@@ -69,10 +69,6 @@ class Config(StageConfig):
     detector: DetectorConfig = DetectorConfig()
     protocol: ProtocolConfig = ProtocolConfig()
     panel_images: int = Field(4, ge=0)  # fused val images drawn with predicted boxes
-    # torch CPU threads for this stage's process (None: torch's default). On a small shared CPU,
-    # 1 is several times faster: the many tiny convolutions of a narrow YOLO (and its double
-    # backward) make extra threads spin-wait instead of work. Ignored when running on a GPU.
-    cpu_threads: int | None = Field(None, gt=0)
 
 
 # --------------------------------------------------------------------------- lower-level loss
@@ -382,8 +378,6 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     from fusionlab.models.detector import build_detector, predict, save_detector
     from fusionlab.models.fusion import load_fusion_model, save_fusion_model
 
-    if cfg.cpu_threads is not None and _device(cfg.trainer).type == "cpu":
-        torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = FusionDataModule(cfg.data)
     dm.setup("fit")

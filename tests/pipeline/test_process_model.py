@@ -73,3 +73,19 @@ def test_cli_reports_a_locked_run_dir(cli_inproc, pipeline_env):
     with RunLock(Path("r").resolve()):
         proc = cli_inproc("run", str(pipeline_env / "pipeline.yaml"), "run_dir=r", check=False)
     assert proc.returncode == 2 and "is in use by pid" in proc.stderr
+
+
+def test_cpu_threads_is_a_key_of_every_stage_and_sets_torch_threads():
+    import torch
+
+    from fusionlab.stages.base import StageConfig, apply_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        apply_cpu_threads(StageConfig(stage="x"))  # None: torch's choice is left alone
+        assert torch.get_num_threads() == 2
+        apply_cpu_threads(StageConfig(stage="x", cpu_threads=1, trainer={"accelerator": "cpu"}))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -36,3 +36,16 @@ def test_real_data_pipelines_validate(name):
     if name == "kaist":
         assert [s.type for s in specs] == ["depth", "denoiser", "captions", "fusion", "detect"]
         assert fusion.resolved["preset"] == "ldnf" and fusion.resolved["depth_loss"] is True
+
+
+def test_one_override_sets_cpu_threads_for_every_stage_of_the_demo():
+    """`cpu_threads=1` (for a CPU shared with other jobs) is valid for every stage type."""
+    from fusionlab.pipeline.spec import load_pipeline
+    from fusionlab.stages.base import load_stage_module
+
+    _, specs = load_pipeline(REPO / "stages" / "pipeline.yaml", ["cpu_threads=1"])
+    assert len(specs) == 7
+    for spec in specs:
+        assert spec.resolved["cpu_threads"] == 1
+        load_stage_module(spec.type).Config.model_validate(
+            {**spec.resolved, **{k: "/x" for k, v in spec.resolved.items() if isinstance(v, str) and "${" in v}})
