@@ -148,13 +148,6 @@ def _pairs(ir_dir, vi_dir) -> list[tuple]:
     return pairs
 
 
-def read_captions(path) -> dict[str, str]:
-    """captions.jsonl (or CSV) -> {id: caption}; a malformed line is an error naming it."""
-    from fusionlab.data.captions_file import read_captions as read
-
-    return read(path, missing_hint="pass stage 3's captions.jsonl to --captions")
-
-
 class _TextSource:
     """Captions -> text dicts for presets that need text at inference (stage 3's CLIP)."""
 
@@ -164,7 +157,9 @@ class _TextSource:
         if captions_file is None:
             raise ConfigError(f"fusion model '{net_name}' needs text at inference: pass --captions "
                               "captions.jsonl (stage 3 writes one; {'id','caption'} per line)")
-        self.captions = read_captions(captions_file)
+        from fusionlab.data.captions_file import read_captions
+
+        self.captions = read_captions(captions_file, missing_hint="pass stage 3's captions.jsonl to --captions")
         self.captions_file = captions_file
         spec = clip_spec or checkpoint_config.get("clip")
         if spec is None:

@@ -16,7 +16,6 @@ and VIS captions before the CLIP text encoder. Three captioners share one interf
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -287,19 +286,15 @@ class BlipCaptioner:
 # ---------------------------------------------------------------------------- file
 
 
-def read_caption_file(path: str | Path) -> dict[str, dict]:
-    """id -> {"caption_ir", "caption_vi"} and/or {"caption"} from JSONL or CSV; bad rows name the line."""
-    from fusionlab.data.captions_file import read_caption_rows
-
-    return read_caption_rows(path, missing_hint="check the config key model.captioner.path")
-
-
 class FileCaptioner:
     """Captions the user wrote (or the dataset's own captions.jsonl when no path is given)."""
 
     def __init__(self, cfg: CaptionerConfig):
         self.cfg = cfg
-        self.table = read_caption_file(cfg.path) if cfg.path else None
+        from fusionlab.data.captions_file import read_caption_rows
+
+        self.table = read_caption_rows(cfg.path, missing_hint="check the config key model.captioner.path") \
+            if cfg.path else None
 
     def caption(self, batch: dict) -> list[dict]:
         out = []
