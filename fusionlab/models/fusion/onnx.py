@@ -7,6 +7,7 @@ cannot be exported this way (the text encoder is a separate, much larger graph).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -37,10 +38,12 @@ def export_onnx(net: FusionNet, path: str | Path, *, example_size: tuple[int, in
                           "ONNX on its own; export a preset with text_guidance: off or 'baseline'")
     path = Path(path)
     m = max(int(getattr(net, "multiple", 1) or 1), 1)
-    h, w = (-(-s // m) * m for s in example_size)  # a size the net accepts without padding
+    # a size that needs padding, so the traced graph contains the pad-to-multiple step
+    h, w = (-(-s // m) * m + (1 if m > 1 else 0) for s in example_size)
     ir, vi = torch.rand(1, 1, h, w), torch.rand(1, 3, h, w)
     wrapper = FuseRGB(net.eval()).eval()
-    tmp = path.with_name(f".{path.name}.export")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.export")
     try:
         with torch.no_grad():
             torch.onnx.export(
