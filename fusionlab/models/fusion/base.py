@@ -125,8 +125,8 @@ def build_fusion_model(cfg: dict) -> FusionNet:
     cls = _lookup(cfg["name"])
     try:
         net = cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"model ({cfg['name']}): bad arguments {sorted(kwargs)}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # unknown keyword, or a value the constructor rejects
+        raise ConfigError(f"model ({cfg['name']}): bad arguments {sorted(kwargs)}: {exc}; fix the model.* keys") from None
     net.config = {"name": cfg["name"], **kwargs}
     return net
 
@@ -150,7 +150,8 @@ def save_fusion_model(path: str | Path, net: FusionNet, extra: dict | None = Non
 
 def load_fusion_model(path: str | Path, map_location: str | torch.device = "cpu") -> FusionNet:
     """Rebuild a net saved by `save_fusion_model` (or any `save_model` folder whose config has
-    a "model" dict with a "name"), in eval mode."""
+    a "model" dict with a "name"), in eval mode. The folder's whole config.json (the model plus
+    what the training recorded beside it, e.g. the CLIP used) is kept as `net.checkpoint_config`."""
     from fusionlab.artifacts import load_model_files
 
     path = Path(path)
@@ -169,6 +170,7 @@ def load_fusion_model(path: str | Path, map_location: str | torch.device = "cpu"
             f"fusion checkpoint '{path}' does not match model '{model_cfg['name']}': "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}; re-export it with this fusionlab version"
         )
+    net.checkpoint_config = config
     return net.to(map_location).eval()
 
 
@@ -183,7 +185,8 @@ def pad_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[in
     """
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
+    # an ONNX trace must record the padding even when the example size needs none
+    if multiple == 1 or (ph == 0 and pw == 0 and not torch.jit.is_tracing()):
         return x, (h, w)
     mode = "reflect" if ph < h and pw < w else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
