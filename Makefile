@@ -56,7 +56,7 @@ stage-5: setup ## stage 5 of PIPELINE: bilevel fusion + YOLO detection
 	$(BIN)/fusionlab run $(PIPELINE) --only detect $(ARGS)
 
 report: setup ## rebuild the report of PIPELINE's run dir
-	$(BIN)/fusionlab report $$($(BIN)/python -c "import yaml; print(yaml.safe_load(open('$(PIPELINE)'))['run_dir'])")
+	$(BIN)/fusionlab report $$($(BIN)/python -c "import sys; from fusionlab.pipeline.spec import load_pipeline; print(load_pipeline(sys.argv[1], sys.argv[2:])[0].run_dir)" $(PIPELINE) $(ARGS))
 
 test: setup ## run the fast test suite (what CI runs)
 	$(BIN)/python -m pytest -m "not slow" -q $(ARGS) || { code=$$?; [ $$code -eq 5 ] && echo "no tests collected" || exit $$code; }

@@ -25,6 +25,15 @@ def _umask() -> int:
     return mask
 
 
+def plain(obj: Any) -> Any:
+    """Nested dicts/lists/tuples as plain dicts (str keys) and lists, for JSON and YAML configs."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file and an atomic rename."""
     path = Path(path)

@@ -196,7 +196,6 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
                  precision: str = "32", device: str = "cpu", captions=None, clip=None, overwrite: bool = False,
                  progress: bool = True) -> int:
     """Fuse every pair of two folders into `out_dir/<id>.png`; returns the number of pairs."""
-    import json
     from pathlib import Path
 
     from tqdm import tqdm
@@ -221,8 +220,7 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
     net = load_fusion_model(checkpoint).to(dev)
     text_source = None
     if net.needs_text:
-        cfg = json.loads((Path(checkpoint) / "config.json").read_text())
-        text_source = _TextSource(captions, clip, cfg, net.config.get("name", "?"))
+        text_source = _TextSource(captions, clip, net.checkpoint_config, net.config.get("name", "?"))
 
     bar = tqdm(total=len(pairs), desc="fuse", unit="pair", disable=not progress)
     batch: list[tuple[str, torch.Tensor, torch.Tensor]] = []

@@ -87,9 +87,9 @@ def main(args: argparse.Namespace) -> int:
                          default_root_dir=str(out), logger=CSVLogger(str(out / "logs"), name=set_name, version=""),
                          enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=5)
 
-    import torch
+    from fusionlab.stages.base import accelerator_device
 
-    device = "cuda" if args.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+    device = accelerator_device(args.accelerator)
     results = proto.run_protocol(sets, classes, cfg, make_trainer, device=device)
     meta = {"labels": str(args.labels), "fused": dict(args.fused), "split": args.split, "seed": args.seed,
             "val_fraction": args.val_fraction, "train_ids": first[0].ids, "val_ids": first[1].ids,

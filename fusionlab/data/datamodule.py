@@ -121,13 +121,17 @@ class FusionDataModule(L.LightningDataModule):
         bs = self._batch_size(self.train_set, self.cfg.crop_size is not None)
         return self._loader(ds, batch_size=min(bs, len(ds)), shuffle=True)
 
-    def eval_dataloader(self):
-        """Whole images of the validation/eval split, in a fixed order."""
+    def require_eval_split(self) -> None:
+        """Fail before training, not after it, when a stage will need the eval split and it is empty."""
         self.setup()
         if not len(self.val_set):
             raise DataError(
                 f"the validation split of '{self.cfg.root}' is empty; raise data.val_fraction or set data.val_root"
             )
+
+    def eval_dataloader(self):
+        """Whole images of the validation/eval split, in a fixed order."""
+        self.require_eval_split()
         return self._loader(
             self.val_set, batch_size=self._batch_size(self.val_set, False), shuffle=False, seed_offset=1
         )

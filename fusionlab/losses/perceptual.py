@@ -44,7 +44,13 @@ def _load_vgg19(pretrained: str | None, key: str, upto: int = 36) -> nn.Sequenti
                 raise WeightsMissingError(f"VGG-19 weights '{resolved}' (config key '{key}') do not fit VGG-19 "
                                           f"features: missing {needed[:3]}, unexpected {unexpected[:3]}")
         else:
-            vgg.load_state_dict(state)
+            try:
+                vgg.load_state_dict(state)
+            except RuntimeError as exc:
+                from fusionlab.errors import WeightsMissingError
+
+                raise WeightsMissingError(f"VGG-19 weights '{resolved}' (config key '{key}') do not fit VGG-19: "
+                                          f"{str(exc).splitlines()[0]}") from None
         return vgg.features
     with weights.loading("VGG-19 (feature-fidelity loss)", key, pretrained):
         return torchvision.models.vgg19(weights=resolved).features
@@ -57,6 +63,11 @@ class VGGFeatures(nn.Module):
     def __init__(self, pretrained: str | None = None, layers: tuple[int, ...] = (3, 5, 10), key: str = "loss.vgg_pretrained"):
         super().__init__()
         conv_positions = VGG19_CONV_POSITIONS
+        if not layers or any(not 1 <= k <= len(conv_positions) for k in layers):
+            from fusionlab.errors import ConfigError
+
+            raise ConfigError(f"VGG-19 feature layers {list(layers)}: conv indices must be in 1..{len(conv_positions)} "
+                              "(e.g. loss.ldfusion.vgg_layers: [3, 5, 10])")
         features = _load_vgg19(pretrained, key, upto=conv_positions[max(layers) - 1] + 1)
         self.taps = [conv_positions[k - 1] + 1 for k in layers]  # the ReLU after the k-th conv
         self.trunk = features[: max(self.taps) + 1].eval().requires_grad_(False)

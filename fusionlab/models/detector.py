@@ -30,6 +30,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from fusionlab.artifacts import plain
 from fusionlab.config import Section
 from fusionlab.errors import ConfigError, WeightsMissingError
 
@@ -186,16 +187,8 @@ def save_detector(path: str | os.PathLike, model, cfg: DetectorConfig) -> Path:
     with atomic_dir(path) as tmp:
         save_file(state, str(tmp / WEIGHTS_NAME))
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
-        (tmp / MODEL_YAML).write_text(yaml.safe_dump(_plain(config["model"]), sort_keys=False))
+        (tmp / MODEL_YAML).write_text(yaml.safe_dump(plain(config["model"]), sort_keys=False))
     return Path(path)
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def load_detector(path: str | os.PathLike):

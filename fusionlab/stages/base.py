@@ -61,13 +61,20 @@ class StageConfig(Section):
     cpu_threads: int | None = Field(None, gt=0)
 
 
+def accelerator_device(accelerator: str):
+    """The torch device a Lightning `accelerator` setting means, for work outside the Trainer."""
+    import torch
+
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def apply_cpu_threads(cfg: StageConfig) -> None:
     """Set torch's CPU threads from `cfg.cpu_threads` when the stage will run on the CPU."""
     import torch
 
-    accelerator = cfg.trainer.accelerator
-    on_cpu = accelerator == "cpu" or (accelerator in ("auto", "gpu", "cuda") and not torch.cuda.is_available())
-    if cfg.cpu_threads is not None and on_cpu:
+    if cfg.cpu_threads is not None and accelerator_device(cfg.trainer.accelerator).type == "cpu":
         torch.set_num_threads(cfg.cpu_threads)
 
 

@@ -201,8 +201,8 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     metrics: dict = {}
+    datamodule = FusionDataModule(cfg.data)  # one scan of the dataset for both nets
     for net, key in NETS.items():
-        datamodule = FusionDataModule(cfg.data)
         module, net_metrics = train_net(cfg, ctx, net, datamodule)
         metrics.update(net_metrics)
         if not ctx.is_global_zero:

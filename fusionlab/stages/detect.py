@@ -36,7 +36,7 @@ from fusionlab.config import Section
 from fusionlab.data.config import DataConfig
 from fusionlab.detection_protocol import ProtocolConfig
 from fusionlab.models.detector import DetectorConfig
-from fusionlab.stages.base import StageConfig, StageContext
+from fusionlab.stages.base import StageConfig, StageContext, accelerator_device
 
 log = logging.getLogger("fusionlab.detect")
 
@@ -265,13 +265,6 @@ def DetectFusionModule(*args, **kwargs):
 # --------------------------------------------------------------------------- helpers for run()
 
 
-def _device(trainer_cfg) -> torch.device:
-    """Inference device outside Lightning, following the trainer config."""
-    if trainer_cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def _samples(dataset):
     """Whole-image batches of a PairDataset in a fixed order (batch 1 when sizes differ)."""
     from fusionlab.data.collate import collate_samples
@@ -371,7 +364,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     import lightning as L
 
     from fusionlab import detection_protocol as proto
-    from fusionlab.artifacts import atomic_write_bytes, load_model_files
+    from fusionlab.artifacts import atomic_write_bytes
     from fusionlab.data.datamodule import FusionDataModule
     from fusionlab.data.io import encode_png
     from fusionlab.errors import DataError, PipelineError
@@ -380,11 +373,10 @@ def run(cfg: Config, ctx: StageContext) -> dict:
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = FusionDataModule(cfg.data)
-    dm.setup("fit")
+    dm.require_eval_split()  # the detection protocol scores the val split
     if not dm.train_set.has_boxes:
         raise DataError(f"data.root '{cfg.data.root}' has no box labels (labels/*.txt); stage 5 trains a detector")
     names = dm.classes
-    fusion_config, _ = load_model_files(cfg.fusion, what="fusion checkpoint")
     net = load_fusion_model(cfg.fusion)
     text_fn = _text_fn(cfg.embeddings)
     if getattr(net, "needs_text", False) and text_fn is None:
@@ -402,14 +394,14 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     trained_detector = module.detector.eval()
 
     if ctx.is_global_zero:
-        extra = {k: v for k, v in fusion_config.items() if k not in ("kind", "model")}
+        extra = {k: v for k, v in net.checkpoint_config.items() if k not in ("kind", "model")}
         save_fusion_model(ctx.output("fusion"), refined, {**extra, "refined_by": f"detect ({cfg.mode})"})
         save_detector(ctx.output("detector"), trained_detector, cfg.detector)
     if not ctx.is_global_zero:  # the protocol and reports run once, on rank 0
         return {"mode": cfg.mode}
 
     # --- the protocol: four fresh detectors on identical splits and seeds
-    device = _device(cfg.trainer)
+    device = accelerator_device(cfg.trainer.accelerator)
     fusers = {"fused": _fuser(stage4_net.to(device), text_fn), "bilevel": _fuser(refined.to(device), text_fn)}
     imgsz = cfg.protocol.detector.imgsz
     train_sets = collect(dm.train_set, imgsz, fusers, device)

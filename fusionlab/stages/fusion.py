@@ -273,7 +273,9 @@ class FusionTraining(L.LightningModule):
         from fusionlab.losses import ContentLoss
 
         lc = self.cfg.loss.baseline
-        total, parts = ContentLoss(lc.w_int, lc.w_grad, lc.w_ssim)(fused, batch["ir"], self.net.luma(batch["vi"]))
+        # targets stretched exactly as the net stretches its input (model.stretch; 0 = off)
+        loss = ContentLoss(lc.w_int, lc.w_grad, lc.w_ssim, stretch=self.net.stretch)
+        total, parts = loss(fused, batch["ir"], self.net.luma(batch["vi"]))
         return {"total": total, **parts}
 
     def _loss_ldnf(self, fused, batch, text):
@@ -505,9 +507,9 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     from fusionlab.models.fusion import save_fusion_model
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ctx.prepare_checkpoints()
     module = FusionTraining(cfg.model_dump(mode="json"))
     datamodule = FusionDataModule(cfg.data)
+    datamodule.require_eval_split()  # the stage ends by fusing and scoring it
     history = LossHistory()
     trainer = ctx.make_trainer(cfg.trainer, name="fusion", callbacks=[history])
     ctx.fit(trainer, module, datamodule, name="fusion")

@@ -20,16 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusionlab.artifacts import plain
 from fusionlab.models.fusion.base import FusionNet, register_fusion_model
 from fusionlab.models.fusion.film import TextFiLM, film
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 class _ResidualBlock(nn.Module):
@@ -123,8 +116,8 @@ class LDNF(FusionNet):
 
         unet, scheduler = load_denoiser(denoiser_path)
         net = build_fusion_model({"name": "ldnf", "features": "diffusion", **kwargs,
-                                  "unet_config": _jsonable(dict(unet.config)),
-                                  "scheduler_config": _jsonable(dict(scheduler.config))})
+                                  "unet_config": plain(dict(unet.config)),
+                                  "scheduler_config": plain(dict(scheduler.config))})
         net.unet_module().load_state_dict(unet.state_dict())
         return net
 

@@ -51,6 +51,8 @@ class Text2Pixels(FusionNet):
     def __init__(self, width: int = 16, paths: int = 6, heads: int = 4, token_dim: int = 512, attn_stride: int = 4,
                  num_codes: int = 64, text_guidance: bool = True, self_attention: bool = True, codebook: bool = True):
         super().__init__()
+        if width % heads:
+            raise ValueError(f"text2pixels: width {width} is not divisible by heads {heads}")
         self.needs_text = bool(text_guidance)
         self.attn_stride = attn_stride
         self.multiple = attn_stride

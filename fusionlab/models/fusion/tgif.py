@@ -71,10 +71,14 @@ class TGIF(FusionNet):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def _guide(self, feats: torch.Tensor, text: dict) -> torch.Tensor:
-        tokens = self.adapter(text["tokens"].to(feats.device, feats.dtype))
+    def _text(self, text: dict, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adapted caption tokens and their mask (shared by the IR and VIS branches)."""
+        tokens = self.adapter(text["tokens"].to(like.device, like.dtype))
         mask = text.get("mask")
-        mask = torch.ones(tokens.shape[:2], device=feats.device) if mask is None else mask.to(feats.device).to(feats.dtype)
+        mask = torch.ones(tokens.shape[:2], device=like.device) if mask is None else mask.to(like.device).to(like.dtype)
+        return tokens, mask
+
+    def _guide(self, feats: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         grid = F.avg_pool2d(feats, self.attn_stride) if self.attn_stride > 1 else feats
         update = torch.zeros_like(grid)
         for layer in self.cross:
@@ -86,7 +90,8 @@ class TGIF(FusionNet):
         y = self.luma(vi)
         f_ir, f_vi = self.encoder(self.embed_ir(ir)), self.encoder(self.embed_vi(y))
         if self.needs_text and text is not None:
-            f_ir, f_vi = self._guide(f_ir, text), self._guide(f_vi, text)
+            tokens, mask = self._text(text, f_ir)
+            f_ir, f_vi = self._guide(f_ir, tokens, mask), self._guide(f_vi, tokens, mask)
         delta = self.head(self.decoder(self.merge(torch.cat([f_ir, f_vi], 1))))
         base = torch.maximum(ir, y).clamp(1e-3, 1 - 1e-3)
         return torch.sigmoid(torch.logit(base) + delta)
