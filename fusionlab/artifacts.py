@@ -37,6 +37,10 @@ def plain(obj: Any) -> Any:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file and an atomic rename."""
     path = Path(path)
+    if path.is_dir():
+        from fusionlab.errors import PipelineError
+
+        raise PipelineError(f"'{path}' is a folder; pass a file name to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

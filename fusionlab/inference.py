@@ -160,7 +160,6 @@ class _TextSource:
         from fusionlab.data.captions_file import read_captions
 
         self.captions = read_captions(captions_file, missing_hint="pass stage 3's captions.jsonl to --captions")
-        self.captions_file = captions_file
         spec = clip_spec or checkpoint_config.get("clip")
         if spec is None:
             raise ConfigError(f"fusion model '{net_name}' needs a CLIP to encode captions: pass --clip "
@@ -170,12 +169,7 @@ class _TextSource:
         self.encoder = ClipEncoder.from_config(spec)
 
     def __call__(self, ids: list[str], device) -> dict:
-        from fusionlab.errors import DataError
-
-        missing = [i for i in ids if i not in self.captions]
-        if missing:
-            raise DataError(f"'{self.captions_file}' has no caption for '{missing[0]}'; add a line for it")
-        with torch.inference_mode():
+        with torch.inference_mode():  # every id has a caption: fuse_folders checks before it starts
             pooled, tokens, mask = self.encoder.encode_text([self.captions[i] for i in ids])
         return {"pooled": pooled.to(device), "tokens": tokens.to(device), "mask": mask.to(device)}
 
@@ -208,6 +202,8 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
         raise ConfigError(f"--batch-size {batch_size}: must be >= 1")
     if tile < 0:
         raise ConfigError(f"--tile {tile}: must be >= 0 (0 = whole images)")
+    if tile and not 0 <= overlap < tile:  # checked here, not at the first large image: no partial --out
+        raise ConfigError(f"--tile {tile} / --overlap {overlap}: need 0 <= overlap < tile")
     dev = _device(device)
     pairs = _pairs(ir_dir, vi_dir)
     out_dir = Path(out_dir)
@@ -221,6 +217,10 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
     text_source = None
     if net.needs_text:
         text_source = _TextSource(captions, clip, net.checkpoint_config, net.config.get("name", "?"))
+        lacking = [i for i, _, _ in pairs if i not in text_source.captions]
+        if lacking:  # before any image is written
+            raise DataError(f"'{captions}' has no caption for {len(lacking)} of the {len(pairs)} pairs "
+                            f"(e.g. {lacking[:3]}); add one line per image id")
 
     bar = tqdm(total=len(pairs), desc="fuse", unit="pair", disable=not progress)
     batch: list[tuple[str, torch.Tensor, torch.Tensor]] = []

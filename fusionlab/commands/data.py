@@ -11,6 +11,8 @@ import argparse
 import sys
 import time
 
+from fusionlab.commands import _args
+
 HELP = "check, synthesise and preview IR/VIS datasets"
 FORMATS = ("auto", "generic", "llvip", "m3fd", "kaist")
 
@@ -41,14 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _dataset_args(check)
     synth = sub.add_parser("synth", help="write synthetic scenes (ir/ vi/ depth/ labels/ scenes/)")
     synth.add_argument("--out", required=True, help="output folder (replaced if written by synth before)")
-    synth.add_argument("--n", type=int, default=200, help="number of scenes (default 200)")
+    synth.add_argument("--n", type=_args.positive, default=200, help="number of scenes (default 200)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (same seed, same scenes)")
     synth.add_argument("--size", type=_size, default=(160, 128), help="W x H (default 160x128)")
     preview = sub.add_parser("preview", help="write an IR | VIS | depth | boxes grid PNG")
     _dataset_args(preview)
     preview.add_argument("--out", required=True, help="PNG file to write")
-    preview.add_argument("--n", type=int, default=4, help="rows (samples) in the grid")
-    preview.add_argument("--tile-height", type=int, default=128, help="height of each tile in pixels")
+    preview.add_argument("--n", type=_args.positive, default=4, help="rows (samples) in the grid")
+    preview.add_argument("--tile-height", type=_args.positive, default=128, help="height of each tile in pixels")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -50,9 +50,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fusionlab.errors import ConfigError
+    from fusionlab.errors import ConfigError, DataError
     from fusionlab.models.detector import prepare_ultralytics
 
+    # the options first: a typo must not leave an --out folder behind
+    names = [n for n, _ in args.fused]
+    if len(set(names)) != len(names) or {"ir", "vis"} & set(names) and not args.no_sources:
+        raise ConfigError(f"--fused names must be unique and not 'ir'/'vis' (got {names})")
+    if not args.fused and args.no_sources:
+        raise ConfigError("nothing to evaluate: give --fused NAME=DIR or drop --no-sources")
+    for what, folder in [("--labels", args.labels), *((f"--fused {n}", d) for n, d in args.fused)]:
+        if not Path(folder).is_dir():
+            raise DataError(f"{what} '{folder}' is not a folder; pass an existing folder")
     out = Path(args.out)
     prepare_ultralytics(out)  # before ultralytics is imported anywhere
 
@@ -63,11 +72,6 @@ def main(args: argparse.Namespace) -> int:
     from fusionlab import detection_protocol as proto
     from fusionlab.models.detector import DetectorConfig
 
-    names = [n for n, _ in args.fused]
-    if len(set(names)) != len(names) or {"ir", "vis"} & set(names) and not args.no_sources:
-        raise ConfigError(f"--fused names must be unique and not 'ir'/'vis' (got {names})")
-    if not args.fused and args.no_sources:
-        raise ConfigError("nothing to evaluate: give --fused NAME=DIR or drop --no-sources")
     try:
         cfg = proto.ProtocolConfig(
             detector=DetectorConfig(cfg=args.model, width_multiple=args.width, depth_multiple=args.depth,

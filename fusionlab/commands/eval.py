@@ -15,9 +15,10 @@ import math
 import sys
 from pathlib import Path
 
+from fusionlab.commands import _args
+
 HELP = "compute fusion metrics (EN, SD, SF, AG, MI, SCD, VIF, Qabf, SSIM, ...) for fused images"
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 CONVENTION_NOTE = {
     "cddfuse": "cddfuse: the Python evaluator most fusion papers use (MI in nats, SSIM = sum of two SSIMs "
     "with data_range=2, SSIM255 with data_range=255, AG mean)",
@@ -52,20 +53,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="fail if any fused image is missing")
     parser.add_argument(
         "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared machine)",
+        type=_args.threads,
+        default=0,
+        help="torch CPU threads (default 0 = torch's choice; 1 is faster on a busy shared machine)",
     )
 
 
 def _images(folder: Path, what: str) -> dict[str, Path]:
+    from fusionlab.data.io import IMAGE_SUFFIXES, is_image
     from fusionlab.errors import DataError
 
     if not folder.is_dir():
         raise DataError(f"{what} folder '{folder}' does not exist; pass an existing folder of images")
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+        if is_image(p):
             if p.stem in found:
                 raise DataError(
                     f"{what} folder '{folder}' has two images named '{p.stem}' ({found[p.stem].name}, {p.name}); keep one"
@@ -280,7 +282,10 @@ def main(args: argparse.Namespace) -> int:
                         f"fused image '{path}' is {f.shape[1]}x{f.shape[0]} but its sources are "
                         f"{a.shape[1]}x{a.shape[0]} (WxH); fuse at the source size (no resizing)"
                     )
-                values = compute_fusion_metrics(a, b, f, args.convention, names, value_range=255)
+                try:
+                    values = compute_fusion_metrics(a, b, f, args.convention, names, value_range=255)
+                except DataError as exc:  # e.g. an image too small for VIF: say which one
+                    raise DataError(f"'{path}': {exc}") from None
                 rows.append({"method": m, "image": i, "fused_file": str(path), **values})
                 bar.update(1)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from fusionlab.commands import _args
+
 HELP = "fuse IR + VIS folders with a trained fusion checkpoint (any size, tiled, colour)"
 
 
@@ -30,18 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", default=None,
                         help="CLIP used to encode captions (folder or spec); default: the one the checkpoint names")
     parser.add_argument("--overwrite", action="store_true", help="replace existing PNGs in --out")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--threads", type=_args.threads, default=0,
                         help="CPU threads for the net (default 0 = torch's choice, one per core). On a CPU "
                              "shared with other jobs use 1: extra OpenMP threads spin-wait whenever another "
                              "process holds a core")
 
 
 def main(args: argparse.Namespace) -> int:
-    from fusionlab.errors import ConfigError
     from fusionlab.inference import fuse_folders
 
-    if args.threads < 0:
-        raise ConfigError(f"--threads {args.threads}: must be >= 0 (0 = torch's default)")
     if args.threads:
         import torch
 

@@ -26,16 +26,27 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from fusionlab.pipeline.runner import format_plan, format_summary, plan, run_pipeline, write_summary
+    from fusionlab.errors import PipelineError
+    from fusionlab.pipeline.runner import (
+        format_plan,
+        format_summary,
+        plan,
+        run_pipeline,
+        upstream_missing,
+        write_summary,
+    )
     from fusionlab.pipeline.spec import load_pipeline
 
     only = [n for item in (args.only or []) for n in item.split(",") if n] or None
     overrides = [*args.overrides, *([f"launcher={args.launcher}"] if args.launcher else [])]
     pipeline, specs = load_pipeline(args.pipeline, overrides)
     steps = plan(specs, only=only, start=args.start, force=args.force)
-    run_dir = specs[0].out_dir.parent if specs else None
+    run_dir = specs[0].out_dir.parent  # a pipeline has at least one stage
     print(f"pipeline {args.pipeline} -> run dir {run_dir}")
     print(format_plan(steps))
+    problem = upstream_missing(steps)  # a dry run refuses what the real run would refuse
+    if problem:
+        raise PipelineError(problem)
     if args.dry_run:
         return 0
     rows = run_pipeline(pipeline, specs, steps, pipeline_file=args.pipeline)
@@ -47,9 +58,7 @@ def main(args) -> int:
 
 
 def _build_report(run_dir) -> None:
-    try:
-        from fusionlab.report import build_report
-    except ImportError:
-        return
+    from fusionlab.report import build_report
+
     index = build_report(run_dir)
     print(f"\nreport: {index}")

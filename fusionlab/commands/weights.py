@@ -27,7 +27,7 @@ def _wanted(obj, prefix=""):
 def main(args) -> int:
     from fusionlab.config import load_yaml
     from fusionlab.errors import WeightsMissingError
-    from fusionlab.weights import cache_dir, online_allowed, resolve
+    from fusionlab.weights import cache_dir, is_local, online_allowed, resolve
 
     rows = []
     for cfg in args.configs:
@@ -48,7 +48,7 @@ def main(args) -> int:
                 else:
                     try:
                         found = resolve(spec, what=source, key=key)
-                        status = f"local: {found}" if found != spec or not online_allowed() else "will download from the hub"
+                        status = f"local: {found}" if is_local(found) else "will download from the hub"
                     except WeightsMissingError:
                         status = "MISSING (offline and not found locally)"
                 rows.append((source, key, str(spec), status))

@@ -46,7 +46,9 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, ImportError) as exc:
+        # ImportError: once ultralytics is imported (stage 5), its patched Image.open retries an
+        # unreadable file with an optional HEIF plugin and fails on the missing import instead
         raise DataError(f"'{path}' is not a readable image ({exc}); replace or delete it") from None
 
 

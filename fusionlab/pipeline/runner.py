@@ -135,7 +135,7 @@ def run_pipeline(pipeline: PipelineConfig, specs: list[StageSpec], steps: list[S
     problem = upstream_missing(steps)
     if problem:
         raise PipelineError(problem)
-    run_dir = specs[0].out_dir.parent if specs else Path(pipeline.run_dir)
+    run_dir = specs[0].out_dir.parent
     rows: list[dict] = []
     with RunLock(run_dir) as lock:
         if lock.stale_removed:

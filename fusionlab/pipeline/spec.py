@@ -17,6 +17,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from pydantic import Field
+
 from fusionlab.config import (
     Section,
     apply_overrides,
@@ -44,7 +46,7 @@ class PipelineConfig(Section):
     launcher: str | None = None
     wandb: WandbSettings = WandbSettings()
     report: bool = True
-    stages: list[StageEntry]
+    stages: list[StageEntry] = Field(min_length=1)
 
 
 @dataclass
@@ -89,6 +91,19 @@ def resolve_stage_dict(raw: dict, source: str):
     return module, config.model_dump(mode="json")
 
 
+def _hint_misspelt_stage(exc: ConfigError, all_over: dict, stage_names: list, path: Path) -> None:
+    """`deph.x=1` is routed to every stage (no stage is called 'deph'); when a stage then rejects
+    the key 'deph', say which stage name was probably meant instead."""
+    import difflib
+
+    for key in all_over:
+        head, _, rest = key.partition(".")
+        close = difflib.get_close_matches(head, [n for n in stage_names if n], n=1, cutoff=0.75)
+        if rest and close and f"'{head}'" in str(exc):
+            raise ConfigError(f"override '{key}': {path} has no stage named '{head}'; did you mean "
+                              f"'{close[0]}.{rest}'?") from None
+
+
 def load_pipeline(path: str | Path, cli_overrides: list[str] = ()) -> tuple[PipelineConfig, list[StageSpec]]:
     path = Path(path)
     data = load_yaml(path)
@@ -115,7 +130,11 @@ def load_pipeline(path: str | Path, cli_overrides: list[str] = ()) -> tuple[Pipe
         cfg_path = (path.parent / entry.config) if not Path(entry.config).is_absolute() else Path(entry.config)
         source = f"{cfg_path} (stage '{entry.name}' of {path})"
         raw = apply_overrides(load_yaml(cfg_path), {**entry.set, **all_over, **stage_over.get(entry.name, {})})
-        module, symbolic = resolve_stage_dict(raw, source)
+        try:
+            module, symbolic = resolve_stage_dict(raw, source)
+        except ConfigError as exc:
+            _hint_misspelt_stage(exc, all_over, stage_names, path)
+            raise
         deps: list[str] = []
         for dep, output in find_references(symbolic):
             if dep not in seen:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fusionlab.config import find_references, load_yaml
+from fusionlab.config import find_references
 from fusionlab.errors import ConfigError, PipelineError
 from fusionlab.pipeline.manifest import (
     MANIFEST,
@@ -21,19 +21,16 @@ from fusionlab.pipeline.manifest import (
     stage_key,
     write_manifest,
 )
-from fusionlab.pipeline.spec import resolve_stage_dict
+from fusionlab.pipeline.spec import load_stage_config
 from fusionlab.stages.base import StageContext, WandbSettings, apply_cpu_threads, process_is_rank_zero
 
 
 def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str, Any] | None = None,
               context_path: str | Path | None = None, name: str | None = None) -> dict:
     """Run the stage described by `config_path` into `out_dir`; return its manifest (rank 0) or {}."""
-    from fusionlab.config import apply_overrides
-
     out_dir = Path(out_dir).resolve()
     context = json.loads(Path(context_path).read_text()) if context_path else {}
-    raw = apply_overrides(load_yaml(config_path), overrides or {})
-    module, resolved = resolve_stage_dict(raw, str(config_path))
+    module, resolved = load_stage_config(config_path, overrides)
     unresolved = find_references(resolved)
     if unresolved:
         dep, output = unresolved[0]

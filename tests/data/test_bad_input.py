@@ -46,6 +46,19 @@ def test_corrupt_files_are_skipped_and_listed(generic):
     assert problem.path.endswith("vi/p3.png") and "p3" in problem.message
 
 
+def test_corrupt_file_is_reported_after_ultralytics_patched_pillow(generic, tmp_path):
+    """Stage 5 imports ultralytics, which wraps PIL's Image.open, before it opens its dataset."""
+    pytest.importorskip("ultralytics")
+    from fusionlab.models.detector import prepare_ultralytics
+
+    prepare_ultralytics(tmp_path / "run")
+    import ultralytics  # noqa: F401  (installs the Image.open patch)
+
+    (generic / "vi" / "p3.png").write_bytes(b"\x89PNG garbage")
+    ds = open_dataset(generic)
+    assert ds.ids == ["p0", "p1", "p2"] and ds.report.of_kind("corrupt")[0].path.endswith("vi/p3.png")
+
+
 def test_truncated_file_found_by_deep_check(generic):
     data = (generic / "ir" / "p0.png").read_bytes()
     (generic / "ir" / "p0.png").write_bytes(data[: len(data) // 2])

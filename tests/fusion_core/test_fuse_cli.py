@@ -54,6 +54,7 @@ def test_fuse_bad_inputs_are_clear_errors(baseline_ckpt, pair_dirs, tmp_path):
     (ir_dir / "lonely.png").unlink()
     with pytest.raises(ConfigError, match="overlap"):
         fuse_folders(baseline_ckpt, ir_dir, vi_dir, tmp_path / "o", tile=8, overlap=8, progress=False)
+    assert not any((tmp_path / "o").glob("*.png"))  # checked before the first image: nothing half-written
 
 
 def test_tile_starts_cover_the_image_with_overlap():

@@ -118,3 +118,18 @@ def test_eval_threads_option(folders, cli_inproc):
         assert torch.get_num_threads() == 1 and "SD" in proc.stdout
     finally:
         torch.set_num_threads(before)
+
+
+def test_eval_skips_hidden_files_and_names_an_image_too_small_for_vif(folders, cli_inproc):
+    for d in ("ir", "vi", "good"):  # macOS leaves ._name files next to copied images
+        (folders / d / "._p0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    proc = cli_inproc("eval", "--ir", str(folders / "ir"), "--vi", str(folders / "vi"),
+                      "--fused", f"good={folders / 'good'}", "--metrics", "EN", "--out", str(folders / "h"))
+    assert proc.returncode == 0 and "._p0" not in proc.stdout + proc.stderr
+    small = folders / "small"
+    for d in ("ir", "vi", "f"):
+        (small / d).mkdir(parents=True)
+        cv2.imwrite(str(small / d / "tiny.png"), np.full((30, 30), 100, np.uint8))
+    proc = cli_inproc("eval", "--ir", str(small / "ir"), "--vi", str(small / "vi"), "--fused", f"f={small / 'f'}",
+                      "--metrics", "VIF", "--out", str(small / "v"), check=False)
+    assert proc.returncode == 2 and "tiny.png" in proc.stderr and "VIF needs images of at least 41x41" in proc.stderr

@@ -91,6 +91,9 @@ def test_missing_upstream_artifact_is_a_clear_error(cli_inproc, pipeline_env):
     assert proc.returncode == 2
     assert "needs the artifacts of 'train'" in proc.stderr and "--only train" in proc.stderr
     assert not (Path("r") / "consume" / "manifest.json").exists()
+    dry = cli_inproc("run", str(pipeline_env / "pipeline.yaml"), "run_dir=r", "--only", "consume", "--dry-run",
+                     check=False)
+    assert dry.returncode == 2 and "needs the artifacts of 'train'" in dry.stderr  # a dry run refuses it too
 
     # Outside a pipeline, an unresolved reference names itself and the fix.
     proc = cli_inproc("stage", str(pipeline_env / "consumer.yaml"), "--out", "solo", check=False)
@@ -124,3 +127,14 @@ def test_wandb_offline_run_per_stage_with_lineage_metadata(cli, pipeline_env, mo
     consume = next((Path("r") / "consume" / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()
     assert b"outputs_digest" in consume  # the upstream (train) is recorded for lineage
     assert group.startswith("r-")
+
+
+def test_misspelt_stage_name_and_empty_pipeline_are_clear_errors(cli_inproc, pipeline_env):
+    pipe = pipeline_env / "pipeline.yaml"
+    proc = cli_inproc("run", str(pipe), "run_dir=r", "trian.trainer.max_epochs=3", "--dry-run", check=False)
+    assert proc.returncode == 2 and "no stage named 'trian'" in proc.stderr
+    assert "did you mean 'train.trainer.max_epochs'" in proc.stderr
+    empty = pipeline_env / "empty.yaml"
+    empty.write_text("run_dir: r\nstages: []\n")
+    proc = cli_inproc("run", str(empty), "--dry-run", check=False)
+    assert proc.returncode == 2 and "'stages'" in proc.stderr and "Traceback" not in proc.stderr

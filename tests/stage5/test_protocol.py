@@ -93,3 +93,4 @@ def test_detect_eval_bad_fused_folder_is_a_clear_error(tmp_path, tiny_dataset):
     rc = main(["detect-eval", "--labels", str(tiny_dataset), "--fused", f"x={tmp_path / 'nope'}",
                "--out", str(tmp_path / "o")])
     assert rc == 2
+    assert not (tmp_path / "o").exists()  # checked before anything is written
