@@ -243,39 +243,45 @@ def image_grid(stages: list[StageInfo], out: Path, rows: int = 4) -> str | None:
     if fusion is None:
         return None
     fused = sorted((fusion.out_dir / "fused").glob("*.png"))[:rows]
-    root = Path((fusion.manifest or {}).get("config", {}).get("data", {}).get("val_root")
-                or (fusion.manifest or {}).get("config", {}).get("data", {}).get("root", ""))
+    if not fused:
+        return None
+    from fusionlab.data.captions_file import read_captions
+    from fusionlab.data.formats import scan
+    from fusionlab.errors import DataError
+
+    data = (fusion.manifest or {}).get("config", {}).get("data", {})
+    root, split = (data.get("val_root"), data.get("val_split")) if data.get("val_root") else \
+        (data.get("root", ""), data.get("split"))
+    try:  # any supported layout (generic, LLVIP, M3FD, KAIST); paths only, nothing decoded
+        records = {r.id: r for r in scan(root, data.get("format", "auto"), split).records}
+    except DataError:
+        records = {}  # the data moved since the run: the grid keeps the fused column
     captions = {}
     for s in stages:
         path = s.out_dir / "captions.jsonl"
         if path.is_file():
-            for line in path.read_text().splitlines():
-                rec = json.loads(line)
-                captions[rec.get("id")] = rec.get("caption", "")
-    if not fused:
-        return None
+            captions.update(read_captions(path, on_bad=lambda _message: None))
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    from fusionlab.data.io import read_image
+    from fusionlab.data.io import read_depth, read_image, read_ir, read_vi
 
-    def load(folder: str, stem: str):
-        for ext in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
-            path = root / folder / f"{stem}{ext}"
-            if path.is_file():
-                return read_image(path)[0]
-        return None
+    def load(reader, stem: str, field: str):
+        path = getattr(records.get(stem), field, None)
+        if path is None:
+            return None
+        try:
+            return reader(path) if reader is read_depth else reader(path)[0]
+        except DataError:
+            return None
 
     fig, axes = plt.subplots(len(fused), 5, figsize=(13, 2.3 * len(fused)), dpi=90, squeeze=False)
     for r, path in enumerate(fused):
         stem = path.stem
-        depth = load("depth", stem)
-        panels = [("IR", load("ir", stem)), ("VIS", load("vi", stem)),
-                  ("depth (m)", None if depth is None else depth.astype(np.float32) / 256.0),
-                  ("caption", None), ("fused", read_image(path)[0])]
+        panels = [("IR", load(read_ir, stem, "ir")), ("VIS", load(read_vi, stem, "vi")),
+                  ("depth (m)", load(read_depth, stem, "depth")), ("caption", None), ("fused", read_image(path)[0])]
         for c, (title, img) in enumerate(panels):
             ax = axes[r][c]
             ax.axis("off")

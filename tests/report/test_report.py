@@ -80,3 +80,28 @@ def test_detection_table_reads_stage5_metric_names(tmp_path):
     assert rows[0] == ["image set", "map50", "precision"]
     assert [r[0] for r in rows[1:]] == ["ir", "vis", "fused", "bilevel"]
     assert rows[1] == ["ir", "0.49", "0.56"] and rows[4][1] == "0.36"
+
+
+def test_image_grid_finds_the_sources_of_an_llvip_layout(tmp_path, monkeypatch):
+    """The grid looks images up through the dataset readers, so non-generic layouts get IR and VIS panels."""
+    import matplotlib.axes
+    import numpy as np
+
+    from fusionlab.data.io import write_image
+    from fusionlab.report import StageInfo, image_grid
+
+    data = tmp_path / "llvip"
+    rng = np.random.default_rng(0)
+    for stem in ("010001", "010002"):
+        write_image(data / "infrared" / "test" / f"{stem}.jpg", rng.random((24, 32)).astype(np.float32))
+        write_image(data / "visible" / "test" / f"{stem}.jpg", rng.random((24, 32, 3)).astype(np.float32))
+        write_image(tmp_path / "fusion" / "fused" / f"{stem}.png", rng.random((24, 32, 3)).astype(np.float32))
+    manifest = {"type": "fusion", "config": {"data": {"root": str(data), "format": "llvip", "split": "test"}}}
+    stage = StageInfo("fusion", "ran", manifest, tmp_path / "fusion")
+    drawn = []
+    original = matplotlib.axes.Axes.imshow
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda ax, img, *a, **k: drawn.append(img) or original(ax, img, *a, **k))
+    (tmp_path / "out").mkdir()
+    name = image_grid([stage], tmp_path / "out")
+    assert name and (tmp_path / "out" / name).is_file()
+    assert len(drawn) == 6  # IR, VIS and fused in both rows (LLVIP has no depth)
