@@ -78,7 +78,8 @@ def test_ldnf_diffusion_features_from_denoiser(tmp_path):
     unet = build_unet(block_out_channels=[8, 16], norm_num_groups=4, attention=False)
     save_denoiser(tmp_path / "denoiser", unet, build_scheduler())
     net = LDNF.from_denoiser(str(tmp_path / "denoiser"), width=8, n_blocks=1, text_dim=12, timesteps=[50], blocks=[0, 1])
-    assert torch.equal(net.unet_module().conv_in.weight, unet.conv_in.weight)
+    assert torch.equal(net.features.unet.conv_in.weight, unet.conv_in.weight)
+    assert not net.train().features.unet.training  # the denoiser stays in eval mode while the net trains
     trainable = {n for n, p in net.named_parameters() if p.requires_grad}
     assert trainable and not any(n.startswith("features.") for n in trainable)  # the denoiser stays frozen
     ir, vi = torch.rand(1, 1, 20, 22), torch.rand(1, 3, 20, 22)

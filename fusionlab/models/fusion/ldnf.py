@@ -57,14 +57,13 @@ def diffusion_features(unet_config: dict, scheduler_config: dict, timesteps, blo
 
     from fusionlab.models.denoiser import DiffusionFeatureExtractor
 
-    unet = UNet2DModel.from_config(unet_config)
-    scheduler = DDPMScheduler.from_config(scheduler_config)
     kwargs = {"seed": seed}
     if timesteps is not None:
         kwargs["timesteps"] = tuple(timesteps)
     if blocks is not None:
         kwargs["blocks"] = tuple(blocks)
-    return unet, DiffusionFeatureExtractor(unet, scheduler, **kwargs)
+    return DiffusionFeatureExtractor(UNet2DModel.from_config(unet_config), DDPMScheduler.from_config(scheduler_config),
+                                     **kwargs)
 
 
 @register_fusion_model("ldnf")
@@ -79,26 +78,22 @@ class LDNF(FusionNet):
                  blocks: list[int] | None = None, seed: int = 0):
         super().__init__()
         self.needs_text = bool(text_guidance)
-        self.text_guidance = bool(text_guidance)
         if features == "diffusion":
             if unet_config is None or scheduler_config is None:
                 raise ValueError("ldnf with features=diffusion needs unet_config and scheduler_config "
                                  "(build it with LDNF.from_denoiser or set features: conv)")
-            unet, extractor = diffusion_features(unet_config, scheduler_config, timesteps, blocks, seed)
-            if isinstance(extractor, nn.Module):  # register the UNet exactly once
-                self.features = extractor
-            else:
-                self.unet, self._extractor = unet, extractor
-                self.unet.eval().requires_grad_(False)
-            channels = list(extractor.channels)
-            self.multiple = 2 ** max(0, len(unet_config.get("block_out_channels", [0])) - 1)
+            from fusionlab.models.denoiser import size_multiple
+
+            # frozen and always in eval mode (the extractor's own `train` keeps it so)
+            self.features = diffusion_features(unet_config, scheduler_config, timesteps, blocks, seed)
+            channels = list(self.features.channels)
+            self.multiple = size_multiple(self.features.unet)
         elif features == "conv":
             self.features = _ConvFeatures(width)
             channels = self.features.channels
             self.multiple = 2
         else:
             raise ValueError(f"ldnf: features must be 'diffusion' or 'conv', got {features!r}")
-        self.feature_kind = features
         self.stem = nn.Sequential(nn.Conv2d(4, width, 3, padding=1, padding_mode="replicate"), nn.LeakyReLU(0.1))
         # GroupNorm first: diffusion activations have arbitrary scales per block and timestep
         self.project = nn.ModuleList(nn.Sequential(nn.GroupNorm(1, c), nn.Conv2d(c, width, 1)) for c in channels)
@@ -118,31 +113,13 @@ class LDNF(FusionNet):
         net = build_fusion_model({"name": "ldnf", "features": "diffusion", **kwargs,
                                   "unet_config": plain(dict(unet.config)),
                                   "scheduler_config": plain(dict(scheduler.config))})
-        net.unet_module().load_state_dict(unet.state_dict())
+        net.features.unet.load_state_dict(unet.state_dict())
         return net
-
-    def unet_module(self) -> nn.Module:
-        if hasattr(self, "unet"):
-            return self.unet
-        return self.features.unet
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.feature_kind == "diffusion":  # the denoiser stays frozen in eval mode
-            self.unet_module().eval()
-        return self
-
-    def _extract(self, ir: torch.Tensor, vi: torch.Tensor) -> list[torch.Tensor]:
-        if self.feature_kind == "conv":
-            return self.features(ir, vi)
-        extractor = self.features if hasattr(self, "features") else self._extractor
-        with torch.no_grad():
-            return [f.detach() for f in extractor(ir, vi)]
 
     def forward(self, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None) -> torch.Tensor:
         size = ir.shape[-2:]
         x = self.stem(torch.cat([ir, vi], 1))
-        for proj, feat in zip(self.project, self._extract(ir, vi), strict=True):
+        for proj, feat in zip(self.project, self.features(ir, vi), strict=True):
             x = x + F.interpolate(proj(feat.to(x.dtype)), size=size, mode="bilinear", align_corners=False)
         params = self.film(text["pooled"].to(x.device)) if (self.film is not None and text is not None) else None
         for i, block in enumerate(self.blocks):
