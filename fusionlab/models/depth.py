@@ -136,7 +136,9 @@ class DepthEstimator(nn.Module):
         if c == 1:
             return x.expand(-1, self.in_channels, -1, -1)
         if c == 3 and self.in_channels == 1:
-            return (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+            from fusionlab.data.colour import rgb_to_y
+
+            return rgb_to_y(x)
         raise ValueError(f"depth estimator expects 1 or {self.in_channels} channels, got {c}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

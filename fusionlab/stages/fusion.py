@@ -410,12 +410,8 @@ class DepthProbe:
         images = {"ir": batch["ir"], "vi": batch["vi"], "fused": fused_rgb}
         with torch.no_grad():
             for name, (net, image) in self.pairs.items():
-                x = images[image]
-                if net == "ir" and x.shape[1] == 3:
-                    from fusionlab.data.colour import rgb_to_ycbcr
-
-                    x = rgb_to_ycbcr(x)[:, :1]
-                self.metrics[name].update(self.nets[net](x), batch["depth"])
+                # the IR net takes the fused RGB image through its own adapt_channels (Y)
+                self.metrics[name].update(self.nets[net](images[image]), batch["depth"])
 
     def compute(self) -> dict[str, float]:
         if not self.nets or all(m.images == 0 for m in self.metrics.values()):

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusionlab.data.colour import rgb_to_y, to_gray
 from fusionlab.errors import ConfigError, PipelineError
 
 ARTIFACT_KIND = "fusion"
@@ -63,13 +64,7 @@ class FusionNet(nn.Module):
     @staticmethod
     def luma(vi: torch.Tensor) -> torch.Tensor:
         """Y (BT.601, as the YCbCr colour path uses) of an RGB batch; 1-channel input passes through."""
-        return vi if vi.shape[1] == 1 else rgb_to_y(vi)
-
-
-def rgb_to_y(rgb: torch.Tensor) -> torch.Tensor:
-    """[B,3,H,W] RGB -> [B,1,H,W] luminance, the same Y that `fusionlab.data.colour` produces."""
-    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
-    return 0.299 * r + 0.587 * g + 0.114 * b
+        return to_gray(vi)
 
 
 # ----------------------------------------------------------------------------- registry
