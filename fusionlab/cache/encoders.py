@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from fusionlab.artifacts import sha256_file
 from fusionlab.cache.build import EncodeFn
 from fusionlab.cache.store import read_index
 from fusionlab.errors import PipelineError
@@ -31,16 +32,12 @@ def text_encode_fn(encoder) -> EncodeFn:
     return encode
 
 
-def _file_sha(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def image_sources(paths: dict[str, tuple[str, str]]) -> dict[str, dict]:
     """id -> {ir, vi, sha256}; the content hash makes an edited image a stale entry."""
     out = {}
     for sample_id, (ir, vi) in paths.items():
         out[sample_id] = {"ir": str(Path(ir).resolve()), "vi": str(Path(vi).resolve()),
-                          "sha256": hashlib.sha256((_file_sha(ir) + _file_sha(vi)).encode()).hexdigest()}
+                          "sha256": hashlib.sha256((sha256_file(ir) + sha256_file(vi)).encode()).hexdigest()}
     return out
 
 

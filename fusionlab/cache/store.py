@@ -92,8 +92,9 @@ class EmbeddingCache:
             self._shards[name] = load_shard(self.path, name, self.index["shards"].get(name))
         return self._shards[name]
 
-    def get(self, ids: list[str] | str) -> dict[str, torch.Tensor]:
-        """Stack the cached fields of `ids` (in order). Unknown ids raise, naming the first few."""
+    def get(self, ids: list[str] | str, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """Stack the cached fields of `ids` (in order), on `device` if given. Unknown ids raise,
+        naming the first few."""
         ids = [ids] if isinstance(ids, str) else list(ids)
         entries = self.index["entries"]
         missing = [i for i in ids if i not in entries]
@@ -108,7 +109,7 @@ class EmbeddingCache:
             rows = self.shard(entry["shard"])
             for name in out:
                 out[name].append(rows[name][entry["row"]])
-        return {name: torch.stack(values) for name, values in out.items()}
+        return {name: torch.stack(values).to(device) for name, values in out.items()}
 
     def source(self, sample_id: str) -> dict:
         return self.index["entries"][sample_id]["source"]
@@ -167,10 +168,10 @@ def write_shard(path: Path, name: str, rows: dict[str, torch.Tensor]) -> dict:
 
     from fusionlab.artifacts import atomic_write_bytes
 
-    file = Path(path) / name
-    atomic_write_bytes(file, save({k: v.contiguous().cpu() for k, v in rows.items()}))
+    data = save({k: v.contiguous().cpu() for k, v in rows.items()})
+    atomic_write_bytes(Path(path) / name, data)
     n = next(iter(rows.values())).shape[0]
-    return {"sha256": sha256_file(file), "rows": int(n)}
+    return {"sha256": hashlib.sha256(data).hexdigest(), "rows": int(n)}  # of the bytes written, not re-read
 
 
 def write_index(path: Path, index: dict) -> None:

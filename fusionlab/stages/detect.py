@@ -123,12 +123,7 @@ def _module_class():
         # ---------------------------------------------------------------- helpers
         def fuse(self, net, batch) -> torch.Tensor:
             """RGB fused images [B,3,H,W] at the input size (the lower level's z)."""
-            from fusionlab.models.fusion import fuse_rgb
-
-            text = None
-            if getattr(net, "needs_text", False):
-                text = {k: v.to(self.device) for k, v in self.text_fn(batch["id"]).items()}
-            return fuse_rgb(net, batch["ir"], batch["vi"], text)
+            return fuse_batch(net, batch, self.text_fn)
 
         def to_detector(self, fused: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
             """Resize (differentiably) so the long side is `imgsz`, pad to the stride; also the resized size."""
@@ -306,16 +301,16 @@ def _text_fn(path: str | None):
     return cache.get
 
 
-def _fuser(net, text_fn):
+def fuse_batch(net, batch: dict, text_fn) -> torch.Tensor:
+    """RGB fused images [B,3,H,W] of a batch; a text-guided net gets its cached caption embeddings."""
     from fusionlab.models.fusion import fuse_rgb
 
-    def fn(batch):
-        text = None
-        if getattr(net, "needs_text", False):
-            text = {k: v.to(batch["ir"].device) for k, v in text_fn(batch["id"]).items()}
-        return fuse_rgb(net, batch["ir"], batch["vi"], text)
+    text = text_fn(batch["id"], batch["ir"].device) if getattr(net, "needs_text", False) else None
+    return fuse_rgb(net, batch["ir"], batch["vi"], text)
 
-    return fn
+
+def _fuser(net, text_fn):
+    return lambda batch: fuse_batch(net, batch, text_fn)
 
 
 def draw_boxes(images: torch.Tensor, preds: list[torch.Tensor], gts: list[torch.Tensor], names: list[str],

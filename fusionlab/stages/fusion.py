@@ -252,7 +252,7 @@ class FusionTraining(L.LightningModule):
     def text_for(self, ids: list[str]) -> dict | None:
         if self._cache is None:
             return None
-        return {k: v.to(self.device) for k, v in self._cache.get(ids).items()}
+        return self._cache.get(ids, self.device)
 
     # ---------------------------------------------------------------- text2pixels: z′
 
@@ -447,7 +447,7 @@ def evaluate(net, datamodule, ctx: StageContext, cfg: Config, cache=None) -> dic
         for batch in tqdm(datamodule.eval_dataloader(), desc="fuse eval split", leave=False):
             text = None
             if net.needs_text and cache is not None:
-                text = {k: v.to(device) for k, v in cache.get(batch["id"]).items()}
+                text = cache.get(batch["id"], device)
             ir, vi = batch["ir"].to(device), batch["vi"].to(device)
             fused = fuse_rgb(net, ir, vi, text).float().cpu()
             fused = (fused * 255).round() / 255  # score exactly what is written

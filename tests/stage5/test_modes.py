@@ -34,7 +34,7 @@ def _module(mode, tiny_detector_cfg, **optim):
 
     torch.manual_seed(0)
     det = build_detector(tiny_detector_cfg, nc=3)
-    text_fn = lambda ids: {"pooled": torch.ones(len(ids), 4)}  # noqa: E731 (stands in for EmbeddingCache.get)
+    text_fn = lambda ids, device=None: {"pooled": torch.ones(len(ids), 4, device=device)}  # noqa: E731 (EmbeddingCache.get)
     module = DetectFusionModule(_tiny_text_fusion(), det, mode=mode, optim=optim, text_fn=text_fn)
     opts = module.configure_optimizers()
     module.optimizers = lambda: opts  # outside a Trainer: drive the manual-optimisation steps directly
