@@ -65,10 +65,10 @@ class FusionDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         cfg = self.cfg
-        full = self._open(cfg.root, cfg.split)
+        full = self.open_split(cfg.root, cfg.split)
         if cfg.val_root is not None:
             self.train_set = full
-            self.val_set = self._open(cfg.val_root, cfg.val_split)
+            self.val_set = self.open_split(cfg.val_root, cfg.val_split)
             if self.val_set.classes != self.train_set.classes and self.val_set.has_boxes:
                 raise DataError(
                     f"val_root '{cfg.val_root}' has classes {self.val_set.classes} but root '{cfg.root}' has "
@@ -80,7 +80,8 @@ class FusionDataModule(L.LightningDataModule):
         if not len(self.train_set):
             raise DataError(f"no training pairs left under '{cfg.root}' (val_fraction {cfg.val_fraction}); lower it")
 
-    def _open(self, root: str, split: str | None) -> PairDataset:
+    def open_split(self, root: str, split: str | None) -> PairDataset:
+        """One folder (and split) as this config reads it: format, size policy, classes, max_samples."""
         cfg = self.cfg
         ds = open_dataset(root, cfg.format, split, cfg.on_size_mismatch, classes=cfg.classes)
         if cfg.max_samples is not None and len(ds) > cfg.max_samples:

@@ -107,12 +107,10 @@ def _barrier(trainer) -> None:
 
 
 def _dataset(cfg: Config):
-    from fusionlab.data.datasets import open_dataset
+    from fusionlab.data.datamodule import FusionDataModule
 
-    d = cfg.data
-    ds = open_dataset(d.root, d.format, d.split, d.on_size_mismatch, classes=d.classes)
-    n = len(ds) if d.max_samples is None else min(len(ds), d.max_samples)
-    return ds, list(range(n))
+    ds = FusionDataModule(cfg.data).open_split(cfg.data.root, cfg.data.split)  # max_samples applied
+    return ds, list(range(len(ds)))
 
 
 def caption_all(cfg: Config, ctx: StageContext, trainer, ds, indices: list[int]) -> list[dict]:
@@ -123,7 +121,7 @@ def caption_all(cfg: Config, ctx: StageContext, trainer, ds, indices: list[int])
     from fusionlab.models.captioner import build_captioner
 
     captioner = build_captioner(cfg.model.captioner, classes=ds.classes)
-    batch_size = cfg.data.batch_size if len(ds.report.sizes) <= 1 else 1
+    batch_size = cfg.data.batch_size if ds.uniform_size else 1
     loader = DataLoader(Subset(ds, indices), batch_size=batch_size, shuffle=False, num_workers=cfg.data.num_workers,
                         collate_fn=collate_samples)
     batches = trainer.predict(CaptionModule(captioner), dataloaders=loader) or []
