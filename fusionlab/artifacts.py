@@ -105,8 +105,12 @@ def save_model(path: str | os.PathLike, module, config: dict) -> Path:
     return Path(path)
 
 
-def load_model_files(path: str | os.PathLike, what: str = "model") -> tuple[dict, dict]:
-    """Return (config, state_dict) of a folder written by `save_model`; clear errors if absent."""
+def load_model_files(path: str | os.PathLike, what: str = "model", required: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """Return (config, state_dict) of a folder written by `save_model`; clear errors if absent.
+
+    `required`: config keys this kind of model always writes; a folder without them is another
+    kind of artifact (say, a fusion/ folder given where a depth net was expected).
+    """
     from safetensors.torch import load_file
 
     from fusionlab.errors import PipelineError
@@ -119,7 +123,22 @@ def load_model_files(path: str | os.PathLike, what: str = "model") -> tuple[dict
                 f"{what}: '{f}' is missing. Expected a folder written by fusionlab "
                 f"({CONFIG_NAME} + {WEIGHTS_NAME}); run the stage that produces it first."
             )
-    return json.loads(cfg_file.read_text()), load_file(str(weights))
+    config = json.loads(cfg_file.read_text())
+    lacking = [k for k in required if k not in config]
+    if lacking:
+        raise PipelineError(f"'{path}' is not a {what} (its {CONFIG_NAME} has no {', '.join(lacking)}); "
+                            "check the path: each stage writes its models in folders named in its outputs")
+    return config, load_file(str(weights))
+
+
+def load_state(module, state: dict, path: str | os.PathLike, what: str = "model") -> None:
+    """`module.load_state_dict(state)` (strict), with a mismatch named as the folder and kind."""
+    from fusionlab.errors import PipelineError
+
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise PipelineError(f"{what} '{path}' does not match its config: missing {list(missing)[:5]}, unexpected "
+                            f"{list(unexpected)[:5]}; re-create it with this fusionlab version")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -205,11 +205,11 @@ def save_depth_estimator(path: str | Path, estimator: DepthEstimator) -> Path:
 
 def load_depth_estimator(path: str | Path, *, trainable: bool = False) -> DepthEstimator:
     """Load a folder written by the depth stage: frozen and in eval mode unless `trainable`."""
-    from fusionlab.artifacts import load_model_files
+    from fusionlab.artifacts import load_model_files, load_state
 
-    config, state = load_model_files(path, what="depth estimator")
+    config, state = load_model_files(path, what="depth estimator", required=("arch",))
     estimator = build_depth_estimator(config)
-    estimator.load_state_dict(state, strict=True)
+    load_state(estimator, state, path, "depth estimator")
     if not trainable:
         estimator.eval().requires_grad_(False)
     return estimator

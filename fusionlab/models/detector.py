@@ -197,11 +197,11 @@ def load_detector(path: str | os.PathLike):
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel
 
-    from fusionlab.artifacts import load_model_files
+    from fusionlab.artifacts import load_model_files, load_state
 
-    config, state = load_model_files(path, what="YOLO detector")
+    config, state = load_model_files(path, what="YOLO detector", required=("model", "nc", "names"))
     model = DetectionModel(config["model"], ch=3, nc=config["nc"], verbose=False)
-    model.load_state_dict(state)
+    load_state(model, state, path, "YOLO detector")
     model.args = get_cfg()
     model.names = dict(enumerate(config["names"]))
     return model

@@ -197,15 +197,16 @@ class ClipEncoder(torch.nn.Module):
     def load(cls, path: str | Path) -> "ClipEncoder":
         import open_clip
 
-        from fusionlab.artifacts import load_model_files
+        from fusionlab.artifacts import load_model_files, load_state
 
-        config, state = load_model_files(path, what="CLIP model (stage 3 output clip/)")
+        config, state = load_model_files(path, what="CLIP model (stage 3 output clip/)",
+                                         required=("name", "model_cfg", "context_length", "preprocess"))
         name = config["name"]
         if name.startswith(("hf-hub:", "local-dir:")):
             raise PipelineError(f"{path}: CLIP '{name}' cannot be rebuilt offline from its folder; "
                                 "use an open_clip architecture name or `tiny`")
         model = _build_open_clip(name, config["model_cfg"])
-        model.load_state_dict(state, strict=True)
+        load_state(model, state, path, "CLIP model")
         if name == "tiny":
             tokenizer = open_clip.SimpleTokenizer(context_length=config["context_length"])
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 import torch
 
 PACKAGE = Path(__file__).resolve().parents[2] / "fusionlab"
@@ -43,3 +44,30 @@ def test_resume_goes_through_weights_only_loading(pipeline_env, monkeypatch, tmp
     man = run_stage(cfg, tmp_path / "s", {"trainer.max_epochs": 1})  # same key: restores last.ckpt
     assert man["metrics"]["global_step"] == 8
     assert calls and all(c is True for c in calls), calls
+
+
+def test_a_folder_of_another_kind_is_named_not_a_traceback(tmp_path):
+    """Handing one stage's model folder to another stage's key: a clear error for every loader."""
+    from torch import nn
+
+    from fusionlab.artifacts import save_model
+    from fusionlab.errors import PipelineError
+    from fusionlab.models.depth import build_depth_estimator, load_depth_estimator, save_depth_estimator
+    from fusionlab.models.fusion import build_fusion_model, load_fusion_model, save_fusion_model
+    from fusionlab.models.text import ClipEncoder
+
+    fusion = save_fusion_model(tmp_path / "fusion", build_fusion_model({"name": "baseline", "width": 4, "depth": 1}))
+    with pytest.raises(PipelineError, match="is not a depth estimator"):
+        load_depth_estimator(fusion)
+    with pytest.raises(PipelineError, match="is not a CLIP model"):
+        ClipEncoder.load(fusion)
+    depth = save_depth_estimator(tmp_path / "depth", build_depth_estimator({"in_channels": 1, "base_channels": 4,
+                                                                             "levels": 2}))
+    with pytest.raises(PipelineError, match="no model name"):
+        load_fusion_model(depth)
+    # right kind, wrong weights: the mismatch names the folder instead of a long RuntimeError
+    other = build_depth_estimator({"in_channels": 1, "base_channels": 8, "levels": 2})
+    save_model(tmp_path / "resized", nn.Linear(2, 2), other.config)
+    with pytest.raises(PipelineError, match=r"depth estimator '.*resized' does not match its config"):
+        load_depth_estimator(tmp_path / "resized")
+    assert load_depth_estimator(depth).in_channels == 1  # and the right folder still loads

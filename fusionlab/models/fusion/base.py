@@ -147,7 +147,7 @@ def load_fusion_model(path: str | Path, map_location: str | torch.device = "cpu"
     """Rebuild a net saved by `save_fusion_model` (or any `save_model` folder whose config has
     a "model" dict with a "name"), in eval mode. The folder's whole config.json (the model plus
     what the training recorded beside it, e.g. the CLIP used) is kept as `net.checkpoint_config`."""
-    from fusionlab.artifacts import load_model_files
+    from fusionlab.artifacts import load_model_files, load_state
 
     path = Path(path)
     if not path.exists():
@@ -159,12 +159,7 @@ def load_fusion_model(path: str | Path, map_location: str | torch.device = "cpu"
     if not isinstance(model_cfg, dict) or "name" not in model_cfg:
         raise PipelineError(f"fusion checkpoint '{path}/config.json' has no model name; it is not a fusion model")
     net = build_fusion_model(model_cfg)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise PipelineError(
-            f"fusion checkpoint '{path}' does not match model '{model_cfg['name']}': "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}; re-export it with this fusionlab version"
-        )
+    load_state(net, state, path, f"fusion checkpoint (model '{model_cfg['name']}')")
     net.checkpoint_config = config
     return net.to(map_location).eval()
 
