@@ -5,6 +5,8 @@ Lightning's DDP launcher re-runs this same command for every rank, so
 torchrun or SLURM, start it once per rank. Only rank 0 writes artifacts and the manifest.
 """
 
+import argparse
+
 HELP = "run one stage YAML into an output folder (used by `fusionlab run`; works under torchrun/SLURM)"
 
 
@@ -13,13 +15,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides such as trainer.max_epochs=2")
     parser.add_argument("--out", required=True, help="output folder of the stage")
     parser.add_argument("--name", help="stage name (default: the output folder's name)")
-    parser.add_argument("--context", help=argparse_suppress())
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS
+    parser.add_argument("--context", help=argparse.SUPPRESS)  # written by `fusionlab run`
 
 
 def main(args) -> int:

@@ -169,6 +169,12 @@ def _modality_dirs(base: Path, fmt: str) -> tuple[Path, Path]:
     return kids[ir_name], kids[vi_name]
 
 
+def _read_classes(base: Path) -> list[str]:
+    """The dataset's optional classes.txt: one class name per line (its line order = class ids)."""
+    path = base / "classes.txt"
+    return [n.strip() for n in path.read_text().splitlines() if n.strip()] if path.is_file() else []
+
+
 def _read_captions(path: Path, report: CheckReport) -> dict[str, str]:
     """The dataset's optional captions.jsonl; bad lines are reported and skipped."""
     if not path.is_file():
@@ -187,8 +193,7 @@ def _scan_generic(base: Path, _split, report: CheckReport) -> Layout:
     kids = _children(base)
     depth = _by_stem(kids.get("depth"), (".png",))
     labels = _by_stem(kids.get("labels"), (".txt",))
-    classes_file = base / "classes.txt"
-    names = [n.strip() for n in classes_file.read_text().splitlines() if n.strip()] if classes_file.is_file() else []
+    names = _read_classes(base)
     records = [
         PairRecord(stem, ir, vi, depth.get(stem), labels.get(stem), "yolo" if stem in labels else None)
         for stem, ir, vi in _pairs(ir_dir, vi_dir, report)
@@ -225,12 +230,7 @@ def _scan_m3fd(base: Path, _split, report: CheckReport) -> Layout:
     for stem, ir, vi in _pairs(ir_dir, vi_dir, report):
         fmt = "yolo" if stem in yolo else "voc" if stem in voc else None
         records.append(PairRecord(stem, ir, vi, None, yolo.get(stem) or voc.get(stem), fmt))
-    classes_file = base / "classes.txt"
-    names = (
-        [n.strip() for n in classes_file.read_text().splitlines() if n.strip()]
-        if classes_file.is_file()
-        else M3FD_CLASSES
-    )
+    names = _read_classes(base) or M3FD_CLASSES
     return Layout("m3fd", base, records, ClassIndex(names, fixed=True))
 
 

@@ -26,7 +26,7 @@ def _depth_tile(depth: torch.Tensor | None, size: tuple[int, int]) -> torch.Tens
     return rgb * valid
 
 
-def _boxes_tile(vi: torch.Tensor, boxes: torch.Tensor | None, classes: list[str]) -> torch.Tensor:
+def _boxes_tile(vi: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
     from torchvision.utils import draw_bounding_boxes
 
     img = (vi.clamp(0, 1) * 255).to(torch.uint8)
@@ -49,7 +49,7 @@ def preview_grid(dataset, n: int = 4, tile_height: int = 128) -> torch.Tensor:
             s.ir.expand(3, -1, -1),
             s.vi,
             _depth_tile(s.depth, s.size),
-            _boxes_tile(s.vi, s.boxes, dataset.classes),
+            _boxes_tile(s.vi, s.boxes),
         ]
         if width is None:
             width = round(s.size[1] * tile_height / s.size[0])

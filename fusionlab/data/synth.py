@@ -615,9 +615,8 @@ def generate(out_dir, n: int, seed: int, size: tuple[int, int] = (160, 128), pro
 
     An existing `out_dir` is replaced only if it was written by this generator.
     """
-    import cv2
-
     from fusionlab.artifacts import atomic_dir
+    from fusionlab.data.io import DEPTH_SCALE, encode_png
 
     out = Path(out_dir)
     if n < 1:
@@ -637,11 +636,11 @@ def generate(out_dir, n: int, seed: int, size: tuple[int, int] = (160, 128), pro
         for i in iterator:
             sid = f"{i:05d}"
             r = render(np.random.default_rng([seed, i]), size)
-            cv2.imwrite(str(tmp / "ir" / f"{sid}.png"), np.round(r["ir"] * 255).astype(np.uint8))
-            cv2.imwrite(str(tmp / "vi" / f"{sid}.png"), np.round(r["vi"][:, :, ::-1] * 255).astype(np.uint8))
-            cv2.imwrite(
-                str(tmp / "depth" / f"{sid}.png"), np.round(np.clip(r["depth"] * 256, 0, 65535)).astype(np.uint16)
-            )
+            # encode_png raises on failure (cv2.imwrite would return False and leave a gap)
+            (tmp / "ir" / f"{sid}.png").write_bytes(encode_png(r["ir"]))
+            (tmp / "vi" / f"{sid}.png").write_bytes(encode_png(r["vi"]))
+            depth = np.round(np.clip(r["depth"] * DEPTH_SCALE, 0, 65535)).astype(np.uint16)
+            (tmp / "depth" / f"{sid}.png").write_bytes(encode_png(depth))
             (tmp / "labels" / f"{sid}.txt").write_text(
                 "".join(f"{int(b[0])} {b[1]:.6f} {b[2]:.6f} {b[3]:.6f} {b[4]:.6f}\n" for b in r["boxes"])
             )

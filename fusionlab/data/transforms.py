@@ -56,11 +56,6 @@ def crop(sample: Sample, top: int, left: int, h: int, w: int) -> Sample:
     )
 
 
-def center_crop(sample: Sample, h: int, w: int) -> Sample:
-    H, W = sample.size
-    return crop(sample, (H - h) // 2, (W - w) // 2, h, w)
-
-
 def random_crop(sample: Sample, size: int, generator: torch.Generator | None = None) -> Sample:
     """A random `size` x `size` window (zero-padded when the image is smaller)."""
     H, W = sample.size
