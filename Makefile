@@ -15,21 +15,29 @@ export PYTHONUNBUFFERED := 1
 # pip's notes about this machine's local package mirror are noise; keep errors visible.
 PIP_QUIET := 2>&1 | grep -v -e "^WARNING: Location" -e "^\s*$$" || true
 
-.PHONY: help setup demo pipeline data stage-1 stage-2 stage-3 stage-4 stage-5 test test-full lint bench report clean
+.PHONY: help setup lock demo pipeline data stage-1 stage-2 stage-3 stage-4 stage-5 ship-model test test-full lint bench report clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: PIPELINE=$(PIPELINE)  ARGS='key=value ...' (overrides passed to fusionlab run)"
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing fusionlab and its pinned dependencies into $(VENV) (a few minutes the first time)"
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' $(PIP_QUIET)
-	@$(BIN)/python -c "import fusionlab, torch, lightning, ultralytics, open_clip, diffusers" || \
+	@echo "installing fusionlab with the exact versions of constraints.txt into $(VENV) (a few minutes the first time)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' $(PIP_QUIET)
+	@$(BIN)/python -c "import fusionlab, torch, lightning, ultralytics, open_clip, diffusers, cv2" || \
 		{ echo "installation failed: see the pip output above"; exit 1; }
 	@touch $@
 
-setup: $(VENV)/.installed ## create .venv and install fusionlab with its pinned dependencies
+setup: $(VENV)/.installed ## create .venv and install fusionlab with the locked versions (constraints.txt)
+
+lock: ## re-resolve pyproject.toml's ranges in a scratch venv and write the result to constraints.txt
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --disable-pip-version-check '.[dev]' $(PIP_QUIET)
+	{ echo "# Exact versions CI and the demo install (\`make setup\` passes this file to pip as constraints)."; \
+	  echo "# pyproject.toml keeps compatible ranges; regenerate this file with \`make lock\`."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v -i -e '^fusionlab' -e '^#'; } > constraints.txt
+	rm -rf .venv-lock
 
 demo: setup ## run the embedded default pipeline (synthetic scenes, CPU, all five stages); ends by printing the report path
 	$(BIN)/fusionlab run $(PIPELINE) $(ARGS)
@@ -55,6 +63,13 @@ stage-4: setup ## stage 4 of PIPELINE: fusion training, fused eval images and me
 stage-5: setup ## stage 5 of PIPELINE: bilevel fusion + YOLO detection
 	$(BIN)/fusionlab run $(PIPELINE) --only detect $(ARGS)
 
+SHIP_NAME ?= baseline_roadscene
+SHIP_RUN  ?= runs/roadscene
+ship-model: setup ## train the shipped default model (baseline on RoadScene train, stages/roadscene.yaml) and copy it into fusionlab/shipped/
+	nice $(BIN)/fusionlab run stages/roadscene.yaml run_dir=$(SHIP_RUN) $(ARGS)
+	$(BIN)/fusionlab models ship $(SHIP_RUN)/fusion --name $(SHIP_NAME) \
+		--command "fusionlab run stages/roadscene.yaml run_dir=$(SHIP_RUN) $(ARGS)"
+
 report: setup ## rebuild the report of PIPELINE's run dir
 	$(BIN)/fusionlab report $$($(BIN)/python -c "import sys; from fusionlab.pipeline.spec import load_pipeline; print(load_pipeline(sys.argv[1], sys.argv[2:])[0].run_dir)" $(PIPELINE) $(ARGS))
 
@@ -68,8 +83,8 @@ test-full: setup ## run every test, slow ones included (installs headless chromi
 lint: setup ## ruff over the package and the tests
 	$(BIN)/ruff check fusionlab tests benchmarks
 
-bench: setup ## speed benchmarks: metrics ms/pair and fuse ms/pair on this machine
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+bench: setup ## speed benchmarks on this machine: metrics ms/pair, fuse pairs/s with the shipped model (with the load average)
+	@for b in benchmarks/bench_*.py; do echo "== $$b (load average: $$(cut -d' ' -f1-3 /proc/loadavg))"; $(BIN)/python $$b; done
 
 clean: ## remove run dirs and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache test-artifacts

@@ -141,6 +141,13 @@ def load_state(module, state: dict, path: str | os.PathLike, what: str = "model"
                             f"{list(unexpected)[:5]}; re-create it with this fusionlab version")
 
 
+def json_digest(obj: Any) -> str:
+    """sha256 of a JSON-able object in one canonical form (sorted keys, compact separators), the
+    fingerprint behind stage keys and cache keys. Paths and other non-JSON values hash as `str`."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

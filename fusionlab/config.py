@@ -3,6 +3,8 @@
 
 Every config model subclasses `Section`, which forbids unknown keys, so a misspelt key fails
 before anything runs, with a message that names the file, the key path and the closest valid key.
+Fields declared with `operational(...)` say how a stage runs, not what it produces (threads,
+progress bars, workers, logging cadence); `key_config` leaves them out of the stage key.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fusionlab.errors import ConfigError
 
@@ -24,6 +26,41 @@ class Section(BaseModel):
     """Base of every config model: strict keys, values validated on assignment too."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+OPERATIONAL = "operational"
+
+
+def operational(default: Any, **kwargs: Any) -> Any:
+    """A config field that changes how a stage runs but not its results (threads, progress bars,
+    data-loader workers, logging cadence). It is validated like any field but left out of the
+    stage key, so changing it reruns nothing. Same arguments as `pydantic.Field`."""
+    return Field(default, json_schema_extra={OPERATIONAL: True}, **kwargs)
+
+
+def key_config(model: type[BaseModel], data: Any) -> Any:
+    """`data` (a dump of `model`) without its operational fields, at any depth: what the key hashes."""
+    if not isinstance(data, dict):
+        return data
+    out = {}
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            out[key] = value
+            continue
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get(OPERATIONAL):
+            continue
+        sub = _model_in(field.annotation)
+        if sub is not None:
+            if isinstance(value, dict) and get_origin(field.annotation) is dict:
+                value = {k: key_config(sub, v) for k, v in value.items()}
+            elif isinstance(value, list):
+                value = [key_config(sub, v) for v in value]
+            else:
+                value = key_config(sub, value)
+        out[key] = value
+    return out
 
 
 # --------------------------------------------------------------------------- YAML and overrides

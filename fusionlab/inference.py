@@ -9,12 +9,16 @@ accumulator (one float32 RGB image) and a batch of tiles live in memory at a tim
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from fusionlab.data.checks import Problem
 from fusionlab.errors import ConfigError, PipelineError
 from fusionlab.models.fusion.base import FusionNet, fuse_rgb
 
@@ -121,31 +125,71 @@ def fuse_tiled(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | 
 
 # ----------------------------------------------------------------------------- folders
 
+# Above this many pixels a whole image is fused in tiles sized to it. The whole-image pass of the
+# `baseline` net holds ~410 bytes of activations per pixel (5.2 GB for 4096x3072), so 2048x2048
+# (4.2 MP) stays under ~1.8 GB, which a laptop has to spare.
+DEFAULT_MAX_PIXELS = 2048 * 2048
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-def _pairs(ir_dir, vi_dir) -> list[tuple]:
-    """(id, ir_path, vi_path) matched by stem; any unpaired or duplicate file is an error, since
-    silently skipping inputs would make a results folder quietly incomplete."""
-    from pathlib import Path
 
-    from fusionlab.data.checks import CheckReport, pair_by_stem
-    from fusionlab.data.io import is_image
-    from fusionlab.errors import DataError
+@dataclass
+class FuseReport:
+    """What a folder fuse did: pairs written, outputs kept (--resume), inputs skipped and why."""
 
-    ir_dir, vi_dir = Path(ir_dir), Path(vi_dir)
-    for flag, d in (("--ir", ir_dir), ("--vi", vi_dir)):
-        if not d.is_dir():
-            raise DataError(f"{flag} '{d}' is not a folder; pass the folder that holds the images")
-    report = CheckReport(root=str(ir_dir))
-    pairs = pair_by_stem(sorted(p for p in ir_dir.iterdir() if is_image(p)),
-                         sorted(p for p in vi_dir.iterdir() if is_image(p)), report, ir_dir, vi_dir)
-    problems = [str(p) for p in report.problems]
-    if problems:
-        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise DataError(f"{len(problems)} unpaired/duplicate image(s): {'; '.join(problems[:3])}{more}. "
-                        "Every IR image needs a VIS image with the same file stem: add or remove files")
-    if not pairs:
-        raise DataError(f"no images found in --ir '{ir_dir}' and --vi '{vi_dir}' (png/jpg/bmp/tif)")
-    return pairs
+    out_dir: Path
+    pairs: int = 0
+    written: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)   # complete outputs newer than their inputs
+    tiled: dict[str, int] = field(default_factory=dict)  # id -> tile size, tiled for the memory budget
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        lines = [f"fused {len(self.written)} of {self.pairs} pair(s) -> {self.out_dir}"
+                 + (f"; {len(self.kept)} already complete and newer than their inputs (kept)" if self.kept else "")]
+        if self.tiled:
+            sizes = sorted(set(self.tiled.values()))
+            lines.append(f"{len(self.tiled)} pair(s) over the --max-pixels budget were fused in tiles of "
+                         f"{', '.join(map(str, sizes))} px")
+        if self.problems:
+            lines.append(f"skipped {len(self.problems)} input(s); fix or remove them, then rerun with --resume:")
+            lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class _Skip(Exception):
+    """A pair that cannot be fused; carries the problem to report."""
+
+    def __init__(self, kind: str, path, message: str):
+        super().__init__(message)
+        self.problem = Problem(kind, str(path), message)
+
+
+def _complete_and_newer(out: Path, ir: Path, vi: Path) -> bool:
+    """A whole PNG (signature and final IEND chunk) written after both inputs last changed."""
+    try:
+        st = out.stat()
+        if st.st_mtime_ns <= max(ir.stat().st_mtime_ns, vi.stat().st_mtime_ns) or st.st_size < 20:
+            return False
+        with open(out, "rb") as fh:
+            head = fh.read(8)
+            fh.seek(st.st_size - 12)
+            tail = fh.read(12)
+    except OSError:
+        return False
+    return head == PNG_SIGNATURE and tail[4:8] == b"IEND"
+
+
+def _budget_tile(max_pixels: int, overlap: int) -> int:
+    """The tile side for an image over the pixel budget: the largest square within it (a multiple
+    of 64 when large), and always wider than the overlap."""
+    side = math.isqrt(max_pixels)
+    if side >= 256:
+        side -= side % 64
+    return max(side, 2 * overlap, 8)
 
 
 class _TextSource:
@@ -175,28 +219,42 @@ class _TextSource:
 
 
 def _read_pair(ir_path, vi_path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode one pair as tensors; an unreadable file or a size mismatch raises `_Skip`."""
     from fusionlab.data.io import read_ir, read_vi
     from fusionlab.errors import DataError
 
-    ir, _ = read_ir(ir_path)
-    vi, _ = read_vi(vi_path)
+    try:
+        ir, _ = read_ir(ir_path)
+    except DataError as exc:
+        raise _Skip("corrupt", ir_path, str(exc)) from None
+    try:
+        vi, _ = read_vi(vi_path)
+    except DataError as exc:
+        raise _Skip("corrupt", vi_path, str(exc)) from None
     if ir.shape[:2] != vi.shape[:2]:
-        raise DataError(f"'{ir_path}' is {ir.shape[1]}x{ir.shape[0]} but '{vi_path}' is {vi.shape[1]}x{vi.shape[0]}; "
-                        "fusion needs registered pairs of the same size (resize or crop one of them)")
+        raise _Skip("size_mismatch", vi_path,
+                    f"'{ir_path}' is {ir.shape[1]}x{ir.shape[0]} but '{vi_path}' is {vi.shape[1]}x{vi.shape[0]}; "
+                    "fusion needs registered pairs of the same size (resize or crop one of them)")
     return torch.from_numpy(ir)[None, None], torch.from_numpy(vi).permute(2, 0, 1)[None]
 
 
 def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap: int = 64, batch_size: int = 1,
                  precision: str = "32", device: str = "cpu", captions=None, clip=None, overwrite: bool = False,
-                 progress: bool = True) -> int:
-    """Fuse every pair of two folders into `out_dir/<id>.png`; returns the number of pairs."""
-    from pathlib import Path
+                 resume: bool = False, strict: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 progress: bool = True, echo=print) -> FuseReport:
+    """Fuse every pair of two folders into `out_dir/<id>.png` (each written atomically).
 
+    A pair that cannot be fused (unpaired, duplicate, unreadable, corrupt, empty or size-mismatched
+    file) is reported and skipped, and every good pair is still written; `strict` stops at the first
+    one instead. `resume` keeps outputs that are complete and newer than their inputs. An image over
+    `max_pixels` (0 = no limit) is fused in tiles sized to that budget. `checkpoint` is a fusion
+    model folder or a shipped model's name (None: the shipped default).
+    """
     from tqdm import tqdm
 
+    from fusionlab.data.checks import CheckReport, pair_folders
     from fusionlab.data.io import write_image
     from fusionlab.errors import DataError
-    from fusionlab.models.fusion.base import load_fusion_model
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: must be >= 1")
@@ -204,37 +262,65 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
         raise ConfigError(f"--tile {tile}: must be >= 0 (0 = whole images)")
     if tile and not 0 <= overlap < tile:  # checked here, not at the first large image: no partial --out
         raise ConfigError(f"--tile {tile} / --overlap {overlap}: need 0 <= overlap < tile")
+    if max_pixels < 0 or overlap < 0:
+        raise ConfigError(f"--max-pixels {max_pixels} / --overlap {overlap}: must be >= 0 (--max-pixels 0 = no limit)")
+    if overwrite and resume:
+        raise ConfigError("--overwrite redoes every pair and --resume keeps the complete ones: pass one of them")
     dev = _device(device)
-    pairs = _pairs(ir_dir, vi_dir)
+    found = CheckReport(root=str(ir_dir))
+    pairs = pair_folders(ir_dir, vi_dir, found)
     out_dir = Path(out_dir)
+    report = FuseReport(out_dir, pairs=len(pairs))
+    report.problems += found.problems
+    if strict and report.problems:
+        raise DataError(f"{report.problems[0].message} (--strict stops at the first problem; nothing was written)")
+    if not pairs and not report.problems:
+        raise DataError(f"no images found in --ir '{ir_dir}' and --vi '{vi_dir}' (png/jpg/bmp/tif)")
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"--out '{out_dir}' is a file; pass a folder")
-    existing = [out_dir / f"{i}.png" for i, _, _ in pairs if (out_dir / f"{i}.png").exists()]
-    if existing and not overwrite:
-        raise DataError(f"--out '{out_dir}' already has {len(existing)} of the output files (e.g. "
-                        f"'{existing[0].name}'); pass --overwrite to replace them or choose another --out")
-    net = load_fusion_model(checkpoint).to(dev)
+    todo = []
+    for pid, ir_path, vi_path in pairs:
+        out = out_dir / f"{pid}.png"
+        if resume and _complete_and_newer(out, ir_path, vi_path):
+            report.kept.append(pid)
+        else:
+            todo.append((pid, ir_path, vi_path))
+    existing = [pid for pid, _, _ in todo if (out_dir / f"{pid}.png").exists()]
+    if existing and not (overwrite or resume):
+        raise DataError(f"--out '{out_dir}' already has {len(existing)} of the output files (e.g. '{existing[0]}.png'); "
+                        "pass --resume to continue an interrupted run (complete outputs newer than their inputs are "
+                        "kept), --overwrite to redo them all, or choose another --out")
+    for pid, _, _ in todo:  # temporary files a killed run left behind
+        for tmp in out_dir.glob(f".{pid}.png.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    net = _load(checkpoint, echo).to(dev)
     text_source = None
     if net.needs_text:
         text_source = _TextSource(captions, clip, net.checkpoint_config, net.config.get("name", "?"))
-        lacking = [i for i, _, _ in pairs if i not in text_source.captions]
+        lacking = [i for i, _, _ in todo if i not in text_source.captions]
         if lacking:  # before any image is written
             raise DataError(f"'{captions}' has no caption for {len(lacking)} of the {len(pairs)} pairs "
                             f"(e.g. {lacking[:3]}); add one line per image id")
 
-    bar = tqdm(total=len(pairs), desc="fuse", unit="pair", disable=not progress)
+    bar = tqdm(total=len(todo), desc="fuse", unit="pair", disable=not progress)
+    say = bar.write if progress else echo
     batch: list[tuple[str, torch.Tensor, torch.Tensor]] = []
     # Decoding and PNG encoding (OpenCV/zlib release the GIL) run in worker threads, overlapping
     # the net; reads stay `ahead` pairs in front and at most `ahead` writes are pending, so
-    # memory stays bounded. Results are taken in order, so an error surfaces for the right file.
+    # memory stays bounded. Results are taken in order, so a problem is reported for the right file.
     ahead = 2
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fuse-io")
     writes: deque = deque()
 
     def write(pid: str, image: torch.Tensor) -> None:
-        writes.append(pool.submit(write_image, out_dir / f"{pid}.png", image))
+        writes.append((pid, pool.submit(write_image, out_dir / f"{pid}.png", image)))
         while len(writes) > ahead:
-            writes.popleft().result()
+            done(*writes.popleft())
+
+    def done(pid: str, future) -> None:
+        future.result()
+        report.written.append(pid)
 
     def flush():
         if not batch:
@@ -248,21 +334,43 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
         bar.update(len(batch))
         batch.clear()
 
+    def fuse_large(pid: str, ir: torch.Tensor, vi: torch.Tensor, side: int) -> None:
+        text = text_source([pid], dev) if text_source else None
+        fused = fuse_tiled(net, ir, vi, text, tile=side, overlap=min(overlap, side // 2), batch_size=batch_size,
+                           device=dev, precision=precision)
+        write(pid, fused[0])
+        bar.update(1)
+
     try:
-        reads = deque(pool.submit(_read_pair, ir_path, vi_path) for _, ir_path, vi_path in pairs[:ahead])
-        for n, (pid, _, _) in enumerate(pairs):
-            ir, vi = reads.popleft().result()
-            if n + ahead < len(pairs):
-                _, ir_next, vi_next = pairs[n + ahead]
+        reads = deque(pool.submit(_read_pair, ir_path, vi_path) for _, ir_path, vi_path in todo[:ahead])
+        for n, (pid, _, _) in enumerate(todo):
+            future = reads.popleft()
+            if n + ahead < len(todo):
+                _, ir_next, vi_next = todo[n + ahead]
                 reads.append(pool.submit(_read_pair, ir_next, vi_next))
-            if tile and max(ir.shape[-2:]) > tile:
-                flush()
-                text = text_source([pid], dev) if text_source else None
-                fused = fuse_tiled(net, ir, vi, text, tile=tile, overlap=overlap, batch_size=batch_size,
-                                   device=dev, precision=precision)
-                write(pid, fused[0])
-                del fused
+            try:
+                ir, vi = future.result()
+            except _Skip as skip:
+                if strict:
+                    raise DataError(f"{skip.problem.message} (--strict stops at the first problem; the pairs "
+                                    "before it are written)") from None
+                report.problems.append(skip.problem)
+                say(f"skipped: {skip.problem}")
                 bar.update(1)
+                continue
+            h, w = ir.shape[-2:]
+            if max_pixels and h * w > max_pixels:
+                flush()
+                side = tile or _budget_tile(max_pixels, overlap)
+                if not report.tiled:
+                    say(f"note: {pid} is {w}x{h} ({h * w / 1e6:.1f} MP), over --max-pixels {max_pixels}: "
+                        f"fusing it (and any other such image) in {side} px tiles")
+                report.tiled[pid] = side
+                fuse_large(pid, ir, vi, side)
+                continue
+            if tile and max(h, w) > tile:
+                flush()
+                fuse_large(pid, ir, vi, tile)
                 continue
             if batch and batch[0][1].shape[-2:] != ir.shape[-2:]:
                 flush()
@@ -271,11 +379,24 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
                 flush()
         flush()
         while writes:
-            writes.popleft().result()
+            done(*writes.popleft())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    bar.close()
-    return len(pairs)
+        bar.close()
+    return report
+
+
+def _load(checkpoint, echo) -> FusionNet:
+    """A fusion model folder, a shipped model's name, or None for the shipped default."""
+    from fusionlab.models.fusion.base import load_fusion_model
+    from fusionlab.shipped import DEFAULT, SHIPPED_DIR, model_dir
+
+    name = checkpoint or DEFAULT
+    if checkpoint is None or (not Path(name).exists() and (SHIPPED_DIR / str(name)).is_dir()):
+        path = model_dir(name)
+        echo(f"model: the shipped '{name}' ({path}); `fusionlab models` says what it was trained and scored on")
+        return load_fusion_model(path)
+    return load_fusion_model(checkpoint)
 
 
 def _device(spec: str) -> torch.device:

@@ -19,3 +19,11 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value}: must be >= 1")
     return value
+
+
+def nonnegative(text: str) -> int:
+    """A whole number >= 0 (0 usually means "no limit")."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be >= 0")
+    return value

@@ -1,6 +1,10 @@
 """Run a pipeline: every stage in order, each in its own process, skipping what is up to date.
 
+PIPELINE is a pipeline YAML or the name of one that fusionlab ships (`demo`, the embedded
+default, works from any directory; `roadscene`, `kaist`, ...).
+
 Examples:
+  fusionlab run demo
   fusionlab run stages/pipeline.yaml
   fusionlab run stages/pipeline.yaml --dry-run
   fusionlab run stages/pipeline.yaml --only depth --force depth.trainer.max_epochs=2
@@ -11,7 +15,8 @@ HELP = "run a pipeline YAML (plan, skip up-to-date stages, resume interrupted on
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("pipeline", help="pipeline YAML, e.g. stages/pipeline.yaml")
+    parser.add_argument("pipeline", help="pipeline YAML (e.g. stages/pipeline.yaml) or a shipped pipeline's name "
+                                         "(e.g. demo)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="overrides: STAGE.a.b=v for one stage, a.b=v for every stage, run_dir=... for the pipeline")
     parser.add_argument("--only", action="append", metavar="STAGE",
@@ -27,11 +32,13 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     from fusionlab.errors import PipelineError
+    from fusionlab.packaged import find_pipeline
     from fusionlab.pipeline.runner import (
         format_plan,
         format_summary,
         plan,
         run_pipeline,
+        settle,
         upstream_missing,
         write_summary,
     )
@@ -39,17 +46,19 @@ def main(args) -> int:
 
     only = [n for item in (args.only or []) for n in item.split(",") if n] or None
     overrides = [*args.overrides, *([f"launcher={args.launcher}"] if args.launcher else [])]
-    pipeline, specs = load_pipeline(args.pipeline, overrides)
+    path = find_pipeline(args.pipeline)
+    pipeline, specs = load_pipeline(path, overrides)
+    settle(specs)  # a swap that a kill interrupted is completed before planning
     steps = plan(specs, only=only, start=args.start, force=args.force)
     run_dir = specs[0].out_dir.parent  # a pipeline has at least one stage
-    print(f"pipeline {args.pipeline} -> run dir {run_dir}")
+    print(f"pipeline {path} -> run dir {run_dir}")
     print(format_plan(steps))
     problem = upstream_missing(steps)  # a dry run refuses what the real run would refuse
     if problem:
         raise PipelineError(problem)
     if args.dry_run:
         return 0
-    rows = run_pipeline(pipeline, specs, steps, pipeline_file=args.pipeline)
+    rows = run_pipeline(pipeline, specs, steps)
     print(format_summary(rows))
     write_summary(run_dir, rows)
     if pipeline.report and not args.no_report:

@@ -111,6 +111,21 @@ class CheckReport:
         return "\n".join(self.summary_lines() + [head] + self.problem_lines(limit))
 
 
+def pair_folders(ir_dir: str | Path, vi_dir: str | Path, report: CheckReport,
+                 labels: tuple[str, str] = ("--ir", "--vi")) -> list[tuple[str, Path, Path]]:
+    """The images of two flat folders paired by stem (hidden files ignored); unpaired and duplicate
+    files are reported in `report` and left out. A missing folder is a DataError naming it."""
+    from fusionlab.data.io import is_image
+    from fusionlab.errors import DataError
+
+    ir_dir, vi_dir = Path(ir_dir), Path(vi_dir)
+    for label, folder in zip(labels, (ir_dir, vi_dir), strict=True):
+        if not folder.is_dir():
+            raise DataError(f"{label} '{folder}' is not a folder; pass the folder that holds the images")
+    return pair_by_stem(sorted(p for p in ir_dir.iterdir() if is_image(p)),
+                        sorted(p for p in vi_dir.iterdir() if is_image(p)), report, ir_dir, vi_dir)
+
+
 def pair_by_stem(
     ir_files: list[Path], vi_files: list[Path], report: CheckReport, ir_dir: Path, vi_dir: Path
 ) -> list[tuple[str, Path, Path]]:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from fusionlab.config import Section
+from fusionlab.config import Section, operational
 
 
 class DataConfig(Section):
@@ -22,7 +22,7 @@ class DataConfig(Section):
     crop_size: int | None = Field(None, gt=0)  # random square training crops; None = whole image
     flip: bool = True
     batch_size: int = Field(8, gt=0)
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = operational(0, ge=0)  # loader processes: speed only, not in the stage key
     seed: int = 0
     max_samples: int | None = Field(None, gt=0)
     classes: list[str] | None = None  # detection class names; None = from the dataset

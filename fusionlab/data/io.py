@@ -61,6 +61,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read '{path}': {exc.strerror}") from None
+    if not data:
+        raise DataError(f"'{path}' is empty (0 bytes); replace or delete it")
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if arr is None or arr.size == 0:
         raise DataError(f"'{path}' is corrupt or not an image; replace or delete it")

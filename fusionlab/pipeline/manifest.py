@@ -1,46 +1,24 @@
 """Stage manifests: what a finished stage produced, and the key that decides whether it reruns.
 
-A stage's key hashes its config (with `${...}` references kept symbolic, so moving the run dir
-does not invalidate it), the digests of its upstream stages' outputs, and the code version.
-`manifest.json` is written last and atomically: a stage without one did not finish.
+A stage's key hashes what changes its results: its config without operational keys (with
+`${...}` references kept symbolic, so moving the run dir does not invalidate it), the digests of
+its upstream stages' outputs, and the code it runs (`pipeline/code.py`). `manifest.json` is
+written last and atomically: a stage without one did not finish.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from fusionlab import __version__
-from fusionlab.artifacts import atomic_write_json, sha256_file
+from fusionlab.artifacts import atomic_write_json, json_digest, sha256_file
 
 MANIFEST = "manifest.json"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-
-
-def stable_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-@lru_cache(maxsize=1)
-def code_hash() -> str:
-    """Fingerprint of the installed fusionlab source: any code change reruns the stages.
-
-    Developers editing fusionlab who do not want every edit to rerun finished stages can pin
-    the code version with FUSIONLAB_CODE_VERSION=<any label>.
-    """
-    pinned = os.environ.get("FUSIONLAB_CODE_VERSION")
-    if pinned:
-        return hashlib.sha256(f"{__version__}:{pinned}".encode()).hexdigest()
-    h = hashlib.sha256(__version__.encode())
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        h.update(str(path.relative_to(PACKAGE_DIR)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 @lru_cache(maxsize=1)
@@ -52,13 +30,13 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def stage_key(stage_type: str, config_hash: str, upstream: dict[str, dict]) -> str:
+def stage_key(stage_type: str, config_hash: str, upstream: dict[str, dict], code_hash: str) -> str:
     """The identity of a stage run: same key and verified outputs means it can be skipped."""
-    return stable_hash({
+    return json_digest({
         "type": stage_type,
         "config": config_hash,
         "upstream": {name: info["outputs_digest"] for name, info in sorted(upstream.items())},
-        "code": code_hash(),
+        "code": code_hash,
     })
 
 
@@ -77,7 +55,7 @@ def hash_outputs(out_dir: Path, outputs: tuple[str, ...]) -> dict[str, dict]:
 
 
 def outputs_digest(files: dict[str, dict]) -> str:
-    return stable_hash({rel: info["sha256"] for rel, info in files.items()})
+    return json_digest({rel: info["sha256"] for rel, info in files.items()})
 
 
 def read_manifest(out_dir: Path) -> dict | None:
@@ -111,7 +89,6 @@ def describe_environment() -> dict:
     return {
         "fusionlab_version": __version__,
         "git_sha": git_sha(),
-        "code_hash": code_hash(),
         "python": platform.python_version(),
         "host": platform.node(),
         "pid": os.getpid(),

@@ -1,7 +1,9 @@
 """Plan and run a pipeline: skip what is up to date, run the rest each in its own process.
 
-A stage is skipped when its manifest exists, its key (config + upstream output digests + code)
-is unchanged and its outputs verify. Anything that reruns makes every stage downstream rerun.
+A stage is skipped when its manifest exists, its key (config without operational keys +
+upstream output digests + the code it runs) is unchanged and its outputs verify. Anything that
+reruns makes every stage downstream rerun. Each attempt works in a staging folder and replaces
+the stage's folder only when it succeeds (`pipeline/staging.py`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import yaml
 
 from fusionlab.artifacts import atomic_write_json, atomic_write_text
 from fusionlab.errors import ConfigError, PipelineError
+from fusionlab.pipeline import staging
 from fusionlab.pipeline.lock import RunLock
-from fusionlab.pipeline.manifest import read_manifest, stage_key, verify_outputs
+from fusionlab.pipeline.manifest import read_manifest, verify_outputs
 from fusionlab.pipeline.spec import PipelineConfig, StageSpec
+from fusionlab.tables import markdown_table
 
-STATE_DIR = ".fusionlab"
+STATE_DIR = staging.STATE_DIR
 
 
 @dataclass
@@ -61,6 +65,7 @@ def plan(specs: list[StageSpec], *, only: list[str] | None = None, start: str | 
             continue
         man = manifests[spec.name]
         dirty = [d for d in spec.deps if d in rerun]
+        key = None
         if force:
             action, reason = "run", "--force"
         elif dirty:
@@ -73,31 +78,40 @@ def plan(specs: list[StageSpec], *, only: list[str] | None = None, start: str | 
                 action, reason = "run", f"upstream {', '.join(missing)} has no manifest"
             else:
                 upstream = {d: manifests[d] for d in spec.deps}
-                key = stage_key(spec.type, spec.config_hash, upstream)
+                key = spec.key(upstream)
                 if man.get("key") != key:
-                    action, reason = "run", _why_key_changed(spec, man, upstream)
+                    action, reason = "run", why_key_changed(spec, man, upstream)
                 else:
                     problem = verify_outputs(spec.out_dir, man)
                     action, reason = ("run", problem) if problem else ("skip", "up to date")
         if action == "run":
             rerun.add(spec.name)
+            if key is None and not [d for d in spec.deps if d in rerun or manifests.get(d) is None]:
+                key = spec.key({d: manifests[d] for d in spec.deps})
+            if key is not None and staging.attempt_key(spec.out_dir) == key:
+                reason += "; resumes its unfinished attempt"
         steps.append(Step(spec, action, reason))
     return steps
 
 
-def _why_key_changed(spec: StageSpec, man: dict, upstream: dict[str, dict]) -> str:
-    from fusionlab.pipeline.manifest import code_hash
+def why_key_changed(spec: StageSpec, man: dict, upstream: dict[str, dict]) -> str:
+    """What differs from the manifest's run: config keys, code modules, upstream outputs."""
+    from fusionlab.config import key_config
 
+    reasons = []
     if man.get("config_hash") != spec.config_hash:
-        old, new = man.get("config", {}), spec.resolved
-        changed = sorted(_diff_keys(old, new))
-        return "config changed" + (f" ({', '.join(changed[:4])})" if changed else "")
+        old = key_config(spec.module.Config, man.get("config", {}))
+        changed = sorted(_diff_keys(old, key_config(spec.module.Config, spec.resolved)))
+        reasons.append("config changed" + (f" ({_some(changed)})" if changed else ""))
+    old_code, new_code = man.get("code") or {}, spec.code
+    if old_code.get("hash") != new_code["hash"]:
+        before, after = old_code.get("modules") or {}, new_code["modules"]
+        changed = sorted(m for m in set(before) | set(after) if before.get(m) != after.get(m))
+        reasons.append("code changed" + (f" ({_some(changed)})" if changed and before and after else ""))
     for dep, info in upstream.items():
         if man.get("upstream", {}).get(dep, {}).get("outputs_digest") != info.get("outputs_digest"):
-            return f"upstream {dep} produced new outputs"
-    if man.get("code_hash") != code_hash():
-        return "fusionlab code changed"
-    return "key changed"
+            reasons.append(f"upstream {dep} produced new outputs")
+    return "; ".join(reasons) or "key changed"
 
 
 def _diff_keys(old, new, prefix="") -> set[str]:
@@ -107,6 +121,10 @@ def _diff_keys(old, new, prefix="") -> set[str]:
             out |= _diff_keys(old.get(k), new.get(k), f"{prefix}{k}.")
         return out
     return set() if old == new else {prefix.rstrip(".")}
+
+
+def _some(names: list[str], limit: int = 4) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def format_plan(steps: list[Step]) -> str:
@@ -129,8 +147,26 @@ def upstream_missing(steps: list[Step]) -> str | None:
     return None
 
 
-def run_pipeline(pipeline: PipelineConfig, specs: list[StageSpec], steps: list[Step], *,
-                 pipeline_file: str, echo=print) -> list[dict]:
+def settle(specs: list[StageSpec], echo=print) -> None:
+    """Complete swaps that a kill interrupted (see pipeline/staging.py), unless another run holds
+    the run dir: that run may be swapping right now and settles its own stages."""
+    pending = [s for s in specs if (staging.staging_dir(s.out_dir) / staging.MANIFEST).is_file()]
+    if not pending:
+        return
+    try:
+        lock = RunLock(specs[0].out_dir.parent).acquire()
+    except PipelineError:
+        return
+    try:
+        for spec in pending:
+            note = staging.settle(spec.out_dir)
+            if note:
+                echo(f"note: stage {spec.name}: {note}")
+    finally:
+        lock.release()
+
+
+def run_pipeline(pipeline: PipelineConfig, specs: list[StageSpec], steps: list[Step], *, echo=print) -> list[dict]:
     """Execute the plan under the run-dir lock; returns one summary row per stage."""
     problem = upstream_missing(steps)
     if problem:
@@ -150,14 +186,17 @@ def run_pipeline(pipeline: PipelineConfig, specs: list[StageSpec], steps: list[S
                 continue
             echo(f"\n=== stage {spec.name} ({spec.type}): {step.reason}")
             started = time.time()
-            code = _launch(spec, pipeline, group, pipeline_file)
+            code, attempt, key = _launch(spec, pipeline, group)
             man = read_manifest(spec.out_dir)
-            if code != 0 or man is None:
+            if code != 0 or man is None or man.get("key") != key:
                 rows.append(_row(spec, "FAILED", None, time.time() - started))
                 echo(format_summary(rows))
+                kept = (f"The previous results in {spec.out_dir} are unchanged, and the stages after it stay "
+                        "up to date with them. " if read_manifest(spec.out_dir) else "")
                 raise PipelineError(
-                    f"stage '{spec.name}' failed (exit code {code}); see {spec.out_dir / 'stage.log'}. "
-                    f"Fix the cause and rerun: finished stages are skipped and this one resumes from its last checkpoint."
+                    f"stage '{spec.name}' failed (exit code {code}); see {attempt / 'stage.log'}. {kept}"
+                    f"Fix the cause and rerun: finished stages are skipped and this attempt resumes from its "
+                    f"last checkpoint in {attempt}."
                 )
             rows.append(_row(spec, "ran", man))
     return rows
@@ -173,33 +212,35 @@ def _run_group(run_dir: Path) -> str:
     return group
 
 
-def _launch(spec: StageSpec, pipeline: PipelineConfig, group: str, pipeline_file: str) -> int:
-    """Run `fusionlab stage` for one stage in a child process, teeing its output to stage.log."""
-    state = spec.out_dir / STATE_DIR
-    state.mkdir(parents=True, exist_ok=True)
-    cfg_file = atomic_write_text(state / "config.yaml", yaml.safe_dump(spec.resolved, sort_keys=False))
-    upstream = {}
+def _launch(spec: StageSpec, pipeline: PipelineConfig, group: str) -> tuple[int, Path, str]:
+    """Run `fusionlab stage` for one stage in a child process, in the stage's staging folder,
+    teeing its output to stage.log there; returns (exit code, staging folder, stage key)."""
+    upstream, manifests = {}, {}
     for dep in spec.deps:
-        man = read_manifest(spec.out_dir.parent / dep) or {}
+        man = manifests[dep] = read_manifest(spec.out_dir.parent / dep) or {}
         upstream[dep] = {"key": man.get("key"), "outputs_digest": man.get("outputs_digest"),
-                         "out_dir": str(spec.out_dir.parent / dep), "outputs_declared": sorted(
-                             {rel.split("/")[0] for rel in man.get("outputs", {})})}
+                         "outputs_declared": sorted({rel.split("/")[0] for rel in man.get("outputs", {})})}
+    code = spec.code
+    key = spec.key(manifests)
+    attempt = staging.prepare(spec.out_dir, key, tuple(getattr(spec.module, "REUSE", ())))
+    state = attempt / STATE_DIR
+    cfg_file = atomic_write_text(state / "config.yaml", yaml.safe_dump(spec.resolved, sort_keys=False))
     ctx_file = atomic_write_json(state / "context.json", {
         "name": spec.name,
         "run_dir": str(spec.out_dir.parent),
         "config_hash": spec.config_hash,
-        "key": stage_key(spec.type, spec.config_hash, upstream),
+        "code": code,
+        "key": key,
         "upstream": upstream,
         "wandb": pipeline.wandb.model_dump(),
         "group": group,
-        "pipeline": pipeline_file,
     })
     prefix = shlex.split(pipeline.launcher) if pipeline.launcher else [sys.executable]
     cmd = [*prefix, "-m", "fusionlab", "stage", str(cfg_file), "--out", str(spec.out_dir),
            "--context", str(ctx_file), "--name", spec.name]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(spec.out_dir / "stage.log", "ab") as log:
-        return _tee_process(cmd, env, log)
+    with open(attempt / "stage.log", "ab") as log:
+        return _tee_process(cmd, env, log), attempt, key
 
 
 def _tee_process(cmd: list[str], env: dict, log) -> int:
@@ -249,12 +290,12 @@ def _row(spec: StageSpec, status: str, man: dict | None, wall: float | None = No
 
 
 def format_summary(rows: list[dict]) -> str:
-    lines = ["", "| stage | status | wall time | headline metrics |", "|---|---|---|---|"]
-    for r in rows:
+    def cells(r: dict) -> list[str]:
         wall = f"{r['wall_time_s']:.1f} s" if isinstance(r.get("wall_time_s"), (int, float)) else "-"
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items()) or "-"
-        lines.append(f"| {r['stage']} | {r['status']} | {wall} | {metrics} |")
-    return "\n".join(lines)
+        return [r["stage"], r["status"], wall, metrics]
+
+    return "\n" + markdown_table(["stage", "status", "wall time", "headline metrics"], map(cells, rows))
 
 
 def write_summary(run_dir: Path, rows: list[dict]) -> None:

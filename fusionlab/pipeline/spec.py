@@ -19,17 +19,20 @@ from typing import Any
 
 from pydantic import Field
 
+from fusionlab.artifacts import json_digest
 from fusionlab.config import (
     Section,
     apply_overrides,
     find_references,
+    key_config,
     load_yaml,
     parse_overrides,
     substitute_references,
     validate,
 )
 from fusionlab.errors import ConfigError
-from fusionlab.pipeline.manifest import stable_hash
+from fusionlab.pipeline.code import dynamic_dependencies, stage_code
+from fusionlab.pipeline.manifest import stage_key
 from fusionlab.stages.base import WandbSettings, load_stage_module
 
 
@@ -67,8 +70,23 @@ class StageSpec:
         return self.symbolic["stage"]
 
     @property
+    def key_config(self) -> dict:
+        """The symbolic config without operational keys: the config part of the key."""
+        return key_config(self.module.Config, self.symbolic)
+
+    @property
     def config_hash(self) -> str:
-        return stable_hash(self.symbolic)
+        return json_digest(self.key_config)
+
+    @property
+    def code(self) -> dict:
+        """{"hash", "modules"}: the code this stage runs (its import closure and its hook's modules).
+        Not cached: a hook may read an upstream artifact that appears while the pipeline runs."""
+        return stage_code(self.module.__name__, dynamic_dependencies(self.module, self.resolved))
+
+    def key(self, upstream: dict[str, dict]) -> str:
+        """The stage key given its upstream manifests (name -> manifest)."""
+        return stage_key(self.type, self.config_hash, upstream, self.code["hash"])
 
     @property
     def outputs(self) -> tuple[str, ...]:

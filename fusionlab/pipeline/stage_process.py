@@ -1,6 +1,8 @@
 """What `fusionlab stage` does in its own process: run one stage and write its manifest.
 
-Under DDP every rank runs this; only global rank 0 writes artifacts and the manifest.
+The attempt runs in the stage's staging folder and is swapped in for `--out` only after its
+manifest is written (`pipeline/staging.py`), so a failure leaves the last good result in place.
+Under DDP every rank runs this; only global rank 0 writes artifacts, the manifest and the swap.
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fusionlab.config import find_references
+from fusionlab.artifacts import json_digest
+from fusionlab.config import find_references, key_config
 from fusionlab.errors import ConfigError, PipelineError
+from fusionlab.pipeline import staging
+from fusionlab.pipeline.code import dynamic_dependencies, stage_code
 from fusionlab.pipeline.manifest import (
-    MANIFEST,
     describe_environment,
     hash_outputs,
     outputs_digest,
-    stable_hash,
     stage_key,
     write_manifest,
 )
@@ -39,13 +42,21 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
             f"`fusionlab run PIPELINE --only {name or resolved['stage']}`, or override the key with a path"
         )
     upstream = context.get("upstream", {})
-    config_hash = context.get("config_hash") or stable_hash(resolved)
-    key = context.get("key") or stage_key(resolved["stage"], config_hash, upstream)
+    config_hash = context.get("config_hash") or json_digest(key_config(module.Config, resolved))
+    code = context.get("code") or stage_code(module.__name__, dynamic_dependencies(module, resolved))
+    key = context.get("key") or stage_key(resolved["stage"], config_hash, upstream, code["hash"])
     name = name or context.get("name") or out_dir.name
 
+    rank_zero = process_is_rank_zero()
+    if rank_zero:
+        staging.settle(out_dir)
+        attempt = staging.prepare(out_dir, key, tuple(getattr(module, "REUSE", ())))
+    else:
+        attempt = staging.staging_dir(out_dir)
     ctx = StageContext(
         name=name,
-        out_dir=out_dir,
+        out_dir=attempt,
+        final_dir=out_dir,
         key=key,
         run_dir=Path(context["run_dir"]) if context.get("run_dir") else None,
         outputs=tuple(module.OUTPUTS),
@@ -53,11 +64,6 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
         group=context.get("group"),
         upstream=upstream,
     )
-    rank_zero = process_is_rank_zero()
-    if rank_zero:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / MANIFEST).unlink(missing_ok=True)
-        ctx.prepare_checkpoints()
 
     import lightning as L
 
@@ -70,18 +76,31 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
     if not (ctx.is_global_zero and rank_zero):
         return {}
 
-    missing = [o for o in module.OUTPUTS if not (out_dir / o).exists()]
+    missing = [o for o in module.OUTPUTS if not (attempt / o).exists()]
     if missing:
-        raise PipelineError(f"stage '{name}' finished without writing its declared outputs {missing} in {out_dir}")
-    files = hash_outputs(out_dir, tuple(module.OUTPUTS))
-    manifest = {
-        "schema": 1,
-        "stage": name,
+        raise PipelineError(f"stage '{name}' finished without writing its declared outputs {missing} in {attempt}")
+    manifest = build_manifest(ctx, module, resolved, config_hash=config_hash, code=code, metrics=metrics,
+                              started=started, wall=wall)
+    _log_lineage(ctx, manifest)
+    write_manifest(attempt, manifest)
+    staging.commit(out_dir)
+    return manifest
+
+
+def build_manifest(ctx: StageContext, module, resolved: dict, *, config_hash: str, code: dict, metrics: dict,
+                   started: float, wall: float) -> dict:
+    """The manifest of a finished attempt: one section per concern, so adding a record is one line."""
+    files = hash_outputs(ctx.out_dir, tuple(module.OUTPUTS))
+    devices = ctx.devices or {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "world_size": 1}
+    return {
+        "schema": 2,
+        "stage": ctx.name,
         "type": resolved["stage"],
-        "key": key,
+        "key": ctx.key,
         "config_hash": config_hash,
         "config": resolved,
-        "upstream": {n: {"key": u.get("key"), "outputs_digest": u.get("outputs_digest")} for n, u in upstream.items()},
+        "code": code,
+        "upstream": {n: {"key": u.get("key"), "outputs_digest": u.get("outputs_digest")} for n, u in ctx.upstream.items()},
         **describe_environment(),
         "outputs": files,
         "outputs_digest": outputs_digest(files),
@@ -90,12 +109,9 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
         "wall_time_s": round(wall, 3),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "devices": ctx.devices or {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "world_size": 1},
-        "precision": (ctx.devices or {}).get("precision", resolved.get("trainer", {}).get("precision")),
+        "devices": devices,
+        "precision": devices.get("precision", resolved.get("trainer", {}).get("precision")),
     }
-    _log_lineage(ctx, manifest)
-    write_manifest(out_dir, manifest)
-    return manifest
 
 
 def _log_lineage(ctx: StageContext, manifest: dict) -> None:
@@ -119,7 +135,7 @@ def _log_lineage(ctx: StageContext, manifest: dict) -> None:
     for output in ctx.outputs:
         art = wandb.Artifact(f"{ctx.name}-{output}".replace("/", "-"), type=ctx.name,
                              metadata={"key": manifest["key"], "upstream": upstream})
-        art.add_reference(f"file://{ctx.out_dir / output}", checksum=False)
+        art.add_reference(f"file://{(ctx.final_dir or ctx.out_dir) / output}", checksum=False)
         run.log_artifact(art)
     scalars = {k: v for k, v in manifest["metrics"].items() if isinstance(v, (int, float))}
     run.summary.update({**scalars, "wall_time_s": manifest["wall_time_s"]})

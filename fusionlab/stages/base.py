@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
-
-from fusionlab.config import Section
+from fusionlab.config import Section, operational
 from fusionlab.errors import ConfigError
 
 CHECKPOINTS = "checkpoints"
@@ -41,12 +38,12 @@ class TrainerConfig(Section):
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
     check_val_every_n_epoch: int = 1
-    log_every_n_steps: int = 10
-    checkpoint_every_n_steps: int | None = None  # None: a resumable checkpoint every epoch
+    log_every_n_steps: int = operational(10)
+    checkpoint_every_n_steps: int | None = operational(None)  # None: a resumable checkpoint every epoch
     gradient_clip_val: float | None = None
     accumulate_grad_batches: int = 1
     deterministic: bool | Literal["warn"] = False
-    enable_progress_bar: bool = True
+    enable_progress_bar: bool = operational(True)
 
 
 class StageConfig(Section):
@@ -58,7 +55,7 @@ class StageConfig(Section):
     # torch intra-op threads when the stage runs on the CPU (None: torch's choice, one per core).
     # On a CPU shared with other jobs, 1 is often several times faster for these small nets:
     # extra OpenMP threads spin-wait whenever another process holds a core. Ignored on a GPU.
-    cpu_threads: int | None = Field(None, gt=0)
+    cpu_threads: int | None = operational(None, gt=0)
 
 
 def accelerator_device(accelerator: str):
@@ -136,10 +133,15 @@ def wandb_mode(settings: WandbSettings) -> str:
 
 @dataclass
 class StageContext:
-    """Where and how a stage runs. Built by `fusionlab stage`; stage code only reads it."""
+    """Where and how a stage runs. Built by `fusionlab stage`; stage code only reads it.
+
+    `out_dir` is where this attempt writes (the staging folder); `final_dir` is where its outputs
+    land once it has succeeded (`<run_dir>/<stage>`), for records that must outlive the attempt.
+    """
 
     name: str
     out_dir: Path
+    final_dir: Path | None = None
     key: str = ""
     run_dir: Path | None = None
     outputs: tuple[str, ...] = ()
@@ -159,15 +161,6 @@ class StageContext:
 
     def checkpoint_dir(self, name: str = "main") -> Path:
         return self.out_dir / CHECKPOINTS / name
-
-    def prepare_checkpoints(self) -> None:
-        """Keep checkpoints only if they were written under the same stage key (else start over)."""
-        root = self.out_dir / CHECKPOINTS
-        stamp = root / "KEY"
-        if root.exists() and (not stamp.is_file() or stamp.read_text().strip() != self.key):
-            shutil.rmtree(root)
-        root.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(self.key + "\n")
 
     def resume_path(self, name: str = "main") -> Path | None:
         last = self.checkpoint_dir(name) / "last.ckpt"

@@ -45,6 +45,18 @@ HEADLINE = ("map50/ir", "map50/vis", "map50/fused", "map50/bilevel")
 SETS = ("ir", "vis", "fused", "bilevel")  # protocol rows: sources, stage-4 fused, refined by this stage
 
 
+def code_dependencies(config: dict) -> list[str]:
+    """The module of the fusion net the stage-4 checkpoint names (imported by name), for the code key."""
+    import json
+    from pathlib import Path
+
+    try:
+        name = json.loads((Path(config["fusion"]) / "config.json").read_text())["model"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # not written yet: its upstream reruns first, and so does this stage
+    return [f"fusionlab.models.fusion.{name}"]
+
+
 class OptimConfig(Section):
     """The two optimisers and the coupling between the levels."""
 

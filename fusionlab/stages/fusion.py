@@ -26,12 +26,13 @@ import torch
 from fusionlab.config import Section
 from fusionlab.data.config import DataConfig
 from fusionlab.errors import ConfigError, PipelineError
+from fusionlab.packaged import config_dir
 from fusionlab.stages.base import StageConfig, StageContext
 
 OUTPUTS = ("fusion", "fused", "eval")
 HEADLINE = ("eval/EN", "eval/SD", "eval/SF", "eval/MI", "eval/VIF", "eval/Qabf", "eval/SSIM")
 PRESETS = ("baseline", "ldnf", "text2pixels", "ldfusion", "tgif")
-PRESET_DIR = Path(__file__).resolve().parents[2] / "stages" / "presets"
+PRESET_DIR = config_dir() / "presets"
 TEXT_PRESETS = ("ldnf", "text2pixels", "tgif")  # networks that read caption embeddings
 
 
@@ -126,6 +127,11 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
+def code_dependencies(config: dict) -> list[str]:
+    """The preset's network module, which `build_fusion_model` imports by name (for the stage's code key)."""
+    return [f"fusionlab.models.fusion.{config['preset']}"]
+
+
 def preset_file(name: str) -> Path:
     return PRESET_DIR / f"{name}.yaml"
 
@@ -143,7 +149,7 @@ def expand_config(raw: dict) -> dict:
                           + f" (choose one of {', '.join(PRESETS)})")
     path = preset_file(name)
     if not path.is_file():
-        raise ConfigError(f"preset '{name}': preset file '{path}' is missing (reinstall fusionlab from the repository)")
+        raise ConfigError(f"preset '{name}': preset file '{path}' is missing (reinstall fusionlab)")
     preset = load_yaml(path)
     preset.pop("preset", None)
     return _merge(preset, raw)

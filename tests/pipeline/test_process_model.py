@@ -22,7 +22,7 @@ def test_sigkill_leaves_no_manifest_and_rerun_resumes(cli, pipeline_env):
     slow = ["train.model.step_sleep_s=0.25", "train.trainer.checkpoint_every_n_steps=2", "train.trainer.max_epochs=3"]
     proc = subprocess.Popen([sys.executable, "-m", "fusionlab", "run", pipe, "run_dir=r", *slow],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    ckpt = Path("r/train/checkpoints/main/last.ckpt")
+    ckpt = Path("r/.fusionlab/staging/train/checkpoints/main/last.ckpt")  # the attempt runs in its staging folder
     deadline = time.time() + 240
     while time.time() < deadline and not ckpt.exists():
         assert proc.poll() is None, "the run ended before it could be interrupted"
@@ -31,7 +31,7 @@ def test_sigkill_leaves_no_manifest_and_rerun_resumes(cli, pipeline_env):
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not Path("r/train/manifest.json").exists()
+    assert not Path("r/train/manifest.json").exists() and not Path("r/train").exists()
 
     out = cli("run", pipe, "run_dir=r", *slow).stdout
     assert "stale lock" in out

@@ -26,6 +26,7 @@ class Config(StageConfig):
     n_samples: int = 64
     note: str = ""
     upstream: str | None = None
+    fail_after_fit: bool = False  # a failed attempt: trains (checkpoints), writes its model, then raises
 
 
 class Regression(L.LightningModule):
@@ -62,5 +63,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     ctx.fit(trainer, module, train_dataloaders=loader)
     if ctx.is_global_zero:
         save_model(ctx.output("model"), module.net, {"width": cfg.model.width, "upstream": cfg.upstream})
+    if cfg.fail_after_fit:
+        raise RuntimeError("fail_after_fit: this attempt fails on purpose")
     return {"final_loss": module.last_loss, "start_step": module.start_step,
             "global_step": trainer.global_step, "world_size": trainer.world_size}
