@@ -1,17 +1,18 @@
-"""Speed of `fusionlab fuse` with the `baseline` network: ms per 640x480 pair on this machine.
+"""Throughput of `fusionlab fuse` on this machine: pairs/s end to end (read, fuse, write PNG) on
+640x480 pairs, with the shipped model, and the fusion alone in ms per pair.
 
-Two numbers: the fusion itself (`fuse_image`: contrast stats, net, colour restore) and the whole
-command path per pair (read JPEG/PNG, fuse, write PNG) over a folder. Uses ../shared msrs-mini
-(640x480) when present, else generated 640x480 pairs. Weights do not change the speed, so a
-fresh baseline is used unless --checkpoint is given.
+Uses ../shared msrs-mini (640x480) when present, else generated 640x480 pairs; the folder is
+fused `--rounds` times into fresh output folders and the median round is reported, with the load
+average at the time (other jobs on the CPU slow it down; compare runs taken at similar load).
 
-    .venv/bin/python benchmarks/bench_fuse.py [--checkpoint runs/.../fusion] [--device cuda --precision bf16]
+    .venv/bin/python benchmarks/bench_fuse.py [--threads 2] [--checkpoint DIR|NAME] [--device cuda --precision bf16]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -38,60 +39,65 @@ def _pairs_dir(tmp: Path, n: int) -> tuple[Path, Path]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--checkpoint", default=None, help="fusion model folder or shipped name (default: the shipped model)")
+    p.add_argument("--rounds", type=int, default=5, help="times the folder is fused end to end")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls of the fusion alone")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="32", choices=["32", "bf16", "fp16"])
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch intra-op threads (default 0 = torch's choice, as `fusionlab fuse`)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (as `fusionlab fuse --threads`)")
     p.add_argument("--json", default=None, help="also write the numbers here")
     args = p.parse_args()
 
+    from fusionlab.commands.fuse import quiet_openmp
+
+    quiet_openmp()  # as `fusionlab fuse` does, before torch loads
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    from fusionlab.inference import _load, fuse_folders, fuse_image
 
-    from fusionlab.inference import fuse_folders, fuse_image
-    from fusionlab.models.fusion import build_fusion_model, load_fusion_model, save_fusion_model
-
+    load = os.getloadavg()
+    net = _load(args.checkpoint, echo=lambda *_: None).to(args.device)
+    ir, vi = torch.rand(1, 1, 480, 640), torch.rand(1, 3, 480, 640)
+    for _ in range(3):  # warm-up (allocator, kernels)
+        fuse_image(net, ir, vi, device=args.device, precision=args.precision)
+    wall = []
+    for _ in range(args.repeats):
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fuse_image(net, ir, vi, device=args.device, precision=args.precision)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        wall.append(time.perf_counter() - t)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ckpt = args.checkpoint or save_fusion_model(tmp / "fusion", build_fusion_model({"name": "baseline"}))
-        net = load_fusion_model(ckpt).to(args.device)
-        ir, vi = torch.rand(1, 1, 480, 640), torch.rand(1, 3, 480, 640)
-        for _ in range(3):  # warm-up (allocator, kernels)
-            fuse_image(net, ir, vi, device=args.device, precision=args.precision)
-        wall, cpu = [], []
-        for _ in range(args.repeats):
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
+        ir_dir, vi_dir = _pairs_dir(tmp / "pairs", 16)
+        rounds, cpu = [], []
+        for r in range(args.rounds):
             t, c = time.perf_counter(), time.process_time()
-            fuse_image(net, ir, vi, device=args.device, precision=args.precision)
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            wall.append(time.perf_counter() - t)
+            report = fuse_folders(args.checkpoint, ir_dir, vi_dir, tmp / f"out{r}", device=args.device,
+                                  precision=args.precision, progress=False, echo=lambda *_: None)
+            rounds.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
-        ir_dir, vi_dir = _pairs_dir(tmp / "pairs", 8)
-        n_pairs = len(list(ir_dir.iterdir()))
-        t = time.perf_counter()
-        fuse_folders(ckpt, ir_dir, vi_dir, tmp / "out", device=args.device, precision=args.precision, progress=False)
-        e2e = (time.perf_counter() - t) / n_pairs
+            assert report.ok, report.summary()
+        n_pairs = len(report.written)
 
+    e2e = statistics.median(rounds) / n_pairs
     result = {
         "pair": "640x480",
         "device": args.device,
         "precision": args.precision,
         "torch_threads": torch.get_num_threads(),
+        "load_average_1_5_15": [round(v, 2) for v in load],
+        "pairs_per_s_end_to_end": round(1.0 / e2e, 1),
+        "end_to_end_ms_per_pair": round(1000 * e2e, 1),
+        "end_to_end_cpu_ms_per_pair": round(1000 * statistics.median(cpu) / n_pairs, 1),
+        "pairs_per_round": n_pairs,
         "fuse_ms_median": round(1000 * statistics.median(wall), 1),
         "fuse_ms_min": round(1000 * min(wall), 1),
-        "fuse_cpu_ms_median": round(1000 * statistics.median(cpu), 1),
-        "end_to_end_ms_per_pair": round(1000 * e2e, 1),
-        "pairs_end_to_end": n_pairs,
         "params": sum(p.numel() for p in net.parameters()),
     }
-    if args.device.startswith("cuda"):
-        result["images_per_s"] = round(1.0 / statistics.median(wall), 1)
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

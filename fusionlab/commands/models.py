@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from fusionlab.tables import markdown_table
 
-    names = list(dict.fromkeys(k for m in models.values() for k in m["metrics"]))
+    names = list(dict.fromkeys(k for m in models.values() for k in m["scored_on"].get("metrics", m["metrics"])))
     rows = []
     for name, m in models.items():
         scored = m["scored_on"]

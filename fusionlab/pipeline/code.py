@@ -71,24 +71,30 @@ def import_closure(names: list[str], follow: set[str], roots: dict[str, Path]) -
 
 def _imports(name: str, path: Path, roots: dict[str, Path]) -> list[str]:
     """Module names imported anywhere in `path` (absolute and relative, at any nesting level)."""
-    tree = ast.parse(path.read_bytes(), filename=str(path))
+    st = path.stat()
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            out.append(module)
-            # `from pkg import sub` may name a submodule rather than an attribute
-            out.extend(f"{module}.{alias.name}" for alias in node.names
-                       if alias.name != "*" and _source(f"{module}.{alias.name}", roots) is not None)
+    for level, module, names in _import_nodes(path, st.st_mtime_ns, st.st_size):
+        if level:
+            base = package.split(".")
+            base = base[: len(base) - (level - 1)] if level > 1 else base
+            module = ".".join(base + ([module] if module else []))
+        out.append(module)
+        # `from pkg import sub` may name a submodule rather than an attribute
+        out.extend(f"{module}.{n}" for n in names if n != "*" and _source(f"{module}.{n}", roots) is not None)
     return out
+
+
+@lru_cache(maxsize=4096)
+def _import_nodes(path: Path, mtime_ns: int, size: int) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
+    """(level, module, imported names) of every import statement in the file (parsed once per version)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(0, alias.name, ()) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.level, node.module or "", tuple(alias.name for alias in node.names)))
+    return tuple(found)
 
 
 def _source(name: str, roots: dict[str, Path]) -> Path | None:

@@ -68,12 +68,12 @@ def ship(stage_dir: str | Path, name: str, command: str, into: Path = SHIPPED_DI
                      "loss_first": man["metrics"].get("train/loss_first"),
                      "loss_last": man["metrics"].get("train/loss_last")},
         "scored_on": {"root": cfg["data"].get("val_root"), "images": summary["images"],
-                      "convention": summary["convention"]},
+                      "convention": summary["convention"], "metrics": list(cfg["eval"]["metrics"])},
         "metrics": summary["mean"],
         "weights_sha256": sha256_file(weights),
     }
     with atomic_dir(Path(into) / name) as tmp:
-        for f in (CONFIG_NAME, WEIGHTS_NAME):
-            shutil.copy2(stage_dir / "fusion" / f, tmp / f)
+        for f in (CONFIG_NAME, WEIGHTS_NAME):  # contents only: installed copies get ordinary modes
+            shutil.copyfile(stage_dir / "fusion" / f, tmp / f)
         (tmp / MODEL_MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return Path(into) / name

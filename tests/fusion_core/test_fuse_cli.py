@@ -119,7 +119,7 @@ def _bad_inputs(ir_dir, vi_dir, make_pair):
     shutil.copy(vi_dir / "p0.png", vi_dir / "empty.png")
     ir, vi = make_pair(24, 24)
     assert cv2.imwrite(str(ir_dir / "cut.jpg"), ir)
-    (vi_dir / "cut.jpg").write_bytes(cv2.imencode(".jpg", vi)[1].tobytes()[:-300])
+    (vi_dir / "cut.jpg").write_bytes(cv2.imencode(".jpg", vi)[1].tobytes()[:-40])  # decodes, but no end marker
     shutil.copy(ir_dir / "p1.png", ir_dir / "lonely.png")
     assert cv2.imwrite(str(ir_dir / "odd.png"), ir)
     assert cv2.imwrite(str(vi_dir / "odd.png"), cv2.resize(vi, (30, 24)))
@@ -137,10 +137,11 @@ def test_bad_inputs_are_reported_and_skipped_and_every_good_pair_written(baselin
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png"]  # every good pair, nothing else
     assert "fused 2 of 6 pair(s)" in proc.stderr and "skipped 5 input(s)" in proc.stderr
-    for reason, path in [("not an image", bad["corrupt"]), ("empty (0 bytes)", bad["empty"]),
-                         ("truncated JPEG", bad["cut"]), ("no visible partner", bad["lonely"]),
-                         ("same size", bad["odd"])]:
-        assert any(str(path) in line and reason in line for line in proc.stderr.splitlines()), (reason, proc.stderr)
+    for reasons, path in [(("not an image",), bad["corrupt"]), (("empty (0 bytes)",), bad["empty"]),
+                          (("truncated JPEG", "corrupt"), bad["cut"]),  # OpenCV 5 refuses it, 4.x decodes a part
+                          (("no visible partner",), bad["lonely"]), (("same size",), bad["odd"])]:
+        assert any(str(path) in line and any(r in line for r in reasons) for line in proc.stderr.splitlines()), \
+            (reasons, proc.stderr)
 
     # --strict stops at the first problem (the unpaired file, found before any work)
     strict = cli_inproc("fuse", "--checkpoint", str(baseline_ckpt), "--ir", str(ir_dir), "--vi", str(vi_dir),

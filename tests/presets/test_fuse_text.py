@@ -28,9 +28,9 @@ def test_fuse_with_captions_writes_every_pair(text_ckpt, tiny_dataset, tmp_path)
 
     ids = sorted(p.stem for p in (tiny_dataset / "ir").iterdir())
     out = tmp_path / "out"
-    n = fuse_folders(text_ckpt, tiny_dataset / "ir", tiny_dataset / "vi", out,
-                     captions=_captions(tmp_path / "c.jsonl", ids), progress=False)
-    assert n == len(ids) and sorted(p.stem for p in out.iterdir()) == ids
+    report = fuse_folders(text_ckpt, tiny_dataset / "ir", tiny_dataset / "vi", out,
+                          captions=_captions(tmp_path / "c.jsonl", ids), progress=False)
+    assert report.written == ids and sorted(p.stem for p in out.iterdir()) == ids
 
 
 def test_a_missing_caption_fails_before_anything_is_written(text_ckpt, tiny_dataset, tmp_path):
