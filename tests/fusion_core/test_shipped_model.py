@@ -24,7 +24,7 @@ def _published(repo_dir) -> dict[str, float]:
     return out
 
 
-def test_shipped_model_is_small_and_says_what_it_was_trained_and_scored_on():
+def test_shipped_model_is_small_and_says_what_it_was_trained_and_scored_on(cli_inproc):
     from fusionlab.artifacts import sha256_file
     from fusionlab.shipped import DEFAULT, MAX_BYTES, model_dir, shipped_models
 
@@ -36,6 +36,9 @@ def test_shipped_model_is_small_and_says_what_it_was_trained_and_scored_on():
     assert man["trained_by"]["git_sha"] and man["training_data"]["root"].endswith("roadscene/train")
     assert man["scored_on"]["root"].endswith("roadscene/test") and man["scored_on"]["images"] == 50
     assert set(METRICS) <= set(man["metrics"])
+    listing = cli_inproc("models").stdout
+    assert f"{DEFAULT} (default)" in listing and "roadscene/train" in listing and "50 pairs, cddfuse" in listing
+    assert f"{man['metrics']['EN']:.4f}" in listing and man["trained_by"]["command"] in listing
 
 
 def test_shipped_weights_reproduce_the_published_roadscene_figures(shared_dir, repo_dir, tmp_path, cli_inproc):

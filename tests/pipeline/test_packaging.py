@@ -84,5 +84,3 @@ def test_installed_package_runs_the_demo_plan_and_fuses_from_an_empty_dir(instal
     assert "shipped 'baseline_roadscene'" in fused.stdout and "fused 2 of 2 pair(s)" in fused.stdout
     assert sorted(p.name for p in (work / "fused").iterdir()) == ["0.png", "1.png"]
     assert sorted(p.name for p in work.iterdir()) == ["fused"], "nothing but the outputs in the working dir"
-    models = _run(installed, work, "models")
-    assert models.returncode == 0 and "baseline_roadscene (default)" in models.stdout
