@@ -1,6 +1,6 @@
 """Figure of RoadScene test crops: IR | VIS | SeAFusion | ours, one row per image.
 
-    .venv/bin/python benchmarks/make_crops_figure.py --ours runs/roadscene-baseline/fused \
+    .venv/bin/python benchmarks/make_crops_figure.py --ours runs/roadscene-ship/fusion/fused \
         --out docs/img/roadscene_crops.png
 """
 

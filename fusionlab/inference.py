@@ -306,12 +306,19 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
     bar = tqdm(total=len(todo), desc="fuse", unit="pair", disable=not progress)
     say = bar.write if progress else echo
     batch: list[tuple[str, torch.Tensor, torch.Tensor]] = []
-    # Decoding and PNG encoding (OpenCV/zlib release the GIL) run in worker threads, overlapping
-    # the net; reads stay `ahead` pairs in front and at most `ahead` writes are pending, so
-    # memory stays bounded. Results are taken in order, so a problem is reported for the right file.
-    ahead = 2
+    # Decoding and PNG encoding (OpenCV/zlib release the GIL) run in two IO threads, overlapping
+    # the net. On the CPU the net runs on `nets` pairs at once, one torch thread each, instead of
+    # one pair on `nets` intra-op threads: the small convolutions of a fusion net scale better
+    # across pairs than within one. Reads stay `ahead` pairs in front, at most `ahead` writes and
+    # `nets` fusions are pending, so memory stays bounded; results are taken in order, so a
+    # problem is reported for the right file and outputs appear in order.
+    threads = torch.get_num_threads()
+    nets = threads if dev.type == "cpu" else 1
+    ahead = max(2, nets)
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fuse-io")
+    compute = ThreadPoolExecutor(max_workers=nets, thread_name_prefix="fuse-net")
     writes: deque = deque()
+    fusing: deque = deque()
 
     def write(pid: str, image: torch.Tensor) -> None:
         writes.append((pid, pool.submit(write_image, out_dir / f"{pid}.png", image)))
@@ -322,25 +329,42 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
         future.result()
         report.written.append(pid)
 
+    def collect(ids: list[str], future) -> None:
+        for i, f in zip(ids, future.result(), strict=True):
+            write(i, f)
+        bar.update(len(ids))
+
+    def drain() -> None:
+        while fusing:
+            collect(*fusing.popleft())
+
     def flush():
         if not batch:
             return
         ids = [b[0] for b in batch]
         text = text_source(ids, dev) if text_source else None
-        fused = fuse_image(net, torch.cat([b[1] for b in batch]), torch.cat([b[2] for b in batch]), text,
-                           device=dev, precision=precision)
-        for i, f in zip(ids, fused, strict=True):
-            write(i, f)
-        bar.update(len(batch))
+        fusing.append((ids, compute.submit(fuse_image, net, torch.cat([b[1] for b in batch]),
+                                           torch.cat([b[2] for b in batch]), text, device=dev, precision=precision)))
         batch.clear()
+        while len(fusing) > nets:
+            collect(*fusing.popleft())
 
     def fuse_large(pid: str, ir: torch.Tensor, vi: torch.Tensor, side: int) -> None:
+        """One large image, in tiles, on every thread (nothing else is fusing meanwhile)."""
+        flush()
+        drain()
         text = text_source([pid], dev) if text_source else None
-        fused = fuse_tiled(net, ir, vi, text, tile=side, overlap=min(overlap, side // 2), batch_size=batch_size,
-                           device=dev, precision=precision)
+        torch.set_num_threads(threads)
+        try:
+            fused = fuse_tiled(net, ir, vi, text, tile=side, overlap=min(overlap, side // 2),
+                               batch_size=batch_size, device=dev, precision=precision)
+        finally:
+            torch.set_num_threads(1 if nets > 1 else threads)
         write(pid, fused[0])
         bar.update(1)
 
+    if nets > 1:
+        torch.set_num_threads(1)
     try:
         reads = deque(pool.submit(_read_pair, ir_path, vi_path) for _, ir_path, vi_path in todo[:ahead])
         for n, (pid, _, _) in enumerate(todo):
@@ -360,7 +384,6 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
                 continue
             h, w = ir.shape[-2:]
             if max_pixels and h * w > max_pixels:
-                flush()
                 side = tile or _budget_tile(max_pixels, overlap)
                 if not report.tiled:
                     say(f"note: {pid} is {w}x{h} ({h * w / 1e6:.1f} MP), over --max-pixels {max_pixels}: "
@@ -369,7 +392,6 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
                 fuse_large(pid, ir, vi, side)
                 continue
             if tile and max(h, w) > tile:
-                flush()
                 fuse_large(pid, ir, vi, tile)
                 continue
             if batch and batch[0][1].shape[-2:] != ir.shape[-2:]:
@@ -378,10 +400,13 @@ def fuse_folders(checkpoint, ir_dir, vi_dir, out_dir, *, tile: int = 0, overlap:
             if len(batch) >= batch_size:
                 flush()
         flush()
+        drain()
         while writes:
             done(*writes.popleft())
     finally:
+        compute.shutdown(wait=True, cancel_futures=True)
         pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
         bar.close()
     return report
 

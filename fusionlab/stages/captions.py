@@ -26,6 +26,7 @@ from fusionlab.stages.base import StageConfig, StageContext
 
 OUTPUTS = ("captions.jsonl", "embeddings", "prompts.safetensors", "clip", "captions.html", "captions.md", "thumbs")
 HEADLINE = ("captions", "encoded", "cache_hits", "depth_mention_rate")
+REUSE = ("embeddings",)  # a rerun's staging folder starts from the last good cache (pipeline/staging.py)
 DEFAULT_PROMPTS = {
     "ir": "an infrared image",
     "vis": "a visible gray image",
