@@ -65,10 +65,12 @@ stage-5: setup ## stage 5 of PIPELINE: bilevel fusion + YOLO detection
 
 SHIP_NAME ?= baseline_roadscene
 SHIP_RUN  ?= runs/roadscene
+# width 8: a quarter of the preset's compute at the same RoadScene quality (docs/results.md), so fuse keeps up with a camera
+SHIP_ARGS ?= fusion.model.width=8 cpu_threads=1
 ship-model: setup ## train the shipped default model (baseline on RoadScene train, stages/roadscene.yaml) and copy it into fusionlab/shipped/
-	nice $(BIN)/fusionlab run stages/roadscene.yaml run_dir=$(SHIP_RUN) $(ARGS)
+	nice $(BIN)/fusionlab run stages/roadscene.yaml run_dir=$(SHIP_RUN) $(SHIP_ARGS) $(ARGS)
 	$(BIN)/fusionlab models ship $(SHIP_RUN)/fusion --name $(SHIP_NAME) \
-		--command "fusionlab run stages/roadscene.yaml run_dir=$(SHIP_RUN) $(ARGS)"
+		--command "fusionlab run stages/roadscene.yaml run_dir=$(SHIP_RUN) $(SHIP_ARGS) $(ARGS)"
 
 report: setup ## rebuild the report of PIPELINE's run dir
 	$(BIN)/fusionlab report $$($(BIN)/python -c "import sys; from fusionlab.pipeline.spec import load_pipeline; print(load_pipeline(sys.argv[1], sys.argv[2:])[0].run_dir)" $(PIPELINE) $(ARGS))

@@ -81,9 +81,10 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
         raise PipelineError(f"stage '{name}' finished without writing its declared outputs {missing} in {attempt}")
     manifest = build_manifest(ctx, module, resolved, config_hash=config_hash, code=code, metrics=metrics,
                               started=started, wall=wall)
-    _log_lineage(ctx, manifest)
     write_manifest(attempt, manifest)
     staging.commit(out_dir)
+    ctx.out_dir = out_dir  # the attempt's folder is the stage's folder now
+    _log_lineage(ctx, manifest)  # after the swap, so W&B references the outputs where they now are
     return manifest
 
 
@@ -135,7 +136,7 @@ def _log_lineage(ctx: StageContext, manifest: dict) -> None:
     for output in ctx.outputs:
         art = wandb.Artifact(f"{ctx.name}-{output}".replace("/", "-"), type=ctx.name,
                              metadata={"key": manifest["key"], "upstream": upstream})
-        art.add_reference(f"file://{(ctx.final_dir or ctx.out_dir) / output}", checksum=False)
+        art.add_reference(f"file://{ctx.final_dir or ctx.out_dir}/{output}", checksum=False)
         run.log_artifact(art)
     scalars = {k: v for k, v in manifest["metrics"].items() if isinstance(v, (int, float))}
     run.summary.update({**scalars, "wall_time_s": manifest["wall_time_s"]})
