@@ -26,7 +26,8 @@ def test_every_torch_load_in_the_package_passes_weights_only_true():
 
 
 def test_resume_goes_through_weights_only_loading(pipeline_env, monkeypatch, tmp_path):
-    """Run a tiny stage in-process twice; the resume loads its checkpoint with weights_only=True."""
+    """Run a tiny stage in-process twice; the resume loads its checkpoint with weights_only=True.
+    The first attempt dies after training, so its checkpoint waits in its staging folder."""
     from fusionlab.pipeline.stage_process import run_stage
 
     calls = []
@@ -38,11 +39,12 @@ def test_resume_goes_through_weights_only_loading(pipeline_env, monkeypatch, tmp
 
     monkeypatch.setattr(torch, "load", recording_load)
     cfg = pipeline_env / "counter.yaml"
-    run_stage(cfg, tmp_path / "s", {"trainer.max_epochs": 1})
-    (tmp_path / "s" / "manifest.json").unlink()
+    dying = {"trainer.max_epochs": 1, "fail_after_fit": True}
+    with pytest.raises(RuntimeError, match="fail_after_fit"):
+        run_stage(cfg, tmp_path / "s", dying)
     assert not calls
-    man = run_stage(cfg, tmp_path / "s", {"trainer.max_epochs": 1})  # same key: restores last.ckpt
-    assert man["metrics"]["global_step"] == 8
+    with pytest.raises(RuntimeError, match="fail_after_fit"):
+        run_stage(cfg, tmp_path / "s", dying)  # same key: restores the attempt's last.ckpt
     assert calls and all(c is True for c in calls), calls
 
 
