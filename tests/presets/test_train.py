@@ -33,14 +33,19 @@ def test_preset_trains_and_evaluates(preset, stage_config, context):
         assert _falls(losses), losses
 
     fused = sorted(p.name for p in (context.out_dir / "fused").glob("*.png"))
-    table = json.loads((context.out_dir / "eval" / "metrics.json").read_text())
-    assert len(fused) == table["images"] == 2
-    assert {"EN", "SD", "Qabf", "SSIM"} <= set(table["mean"])
-    assert metrics["eval/EN"] == pytest.approx(table["mean"]["EN"], abs=1e-5)
-    assert (context.out_dir / "eval" / "metrics.md").read_text().count("|") > 8
+    eval_dir = context.out_dir / "eval"
+    table = json.loads((eval_dir / "summary.json").read_text())  # written by the evaluator `fusionlab eval` runs
+    mine = table["methods"][preset]
+    assert len(fused) == mine["n"] == 2 and table["preset"] == preset and table["convention"] == "cddfuse"
+    assert {"EN", "SD", "Qabf", "SSIM"} <= set(mine["metrics"])
+    assert metrics["eval/EN"] == pytest.approx(mine["metrics"]["EN"]["mean"], abs=1e-5)
+    assert f"| {preset} | 2 |" in (eval_dir / "summary.md").read_text()
+    assert (eval_dir / "comparison.md").read_text().count("|") > 8
+    rows = (eval_dir / "per_image.csv").read_text().splitlines()
+    assert len(rows) == 1 + 5 * 2 and sum(f"{context.out_dir}/fused/" in r for r in rows) == 2
     # the simple references are scored on the same images
-    assert set(table["references"]) == {"ir", "vis", "mean", "max"}
-    assert metrics["ref/max/EN"] == pytest.approx(table["references"]["max"]["EN"], abs=1e-5)
+    assert set(table["methods"]) == {preset, "ref/ir", "ref/vis", "ref/mean", "ref/max"}
+    assert metrics["ref/max/EN"] == pytest.approx(table["methods"]["ref/max"]["metrics"]["EN"]["mean"], abs=1e-5)
     assert metrics["ref/ir/SD"] != pytest.approx(metrics["ref/vis/SD"])
     # the frozen depth nets are probed on IR, VIS and fused inputs against the synthetic depth
     for source in ("ir", "vis", "fused-ir-net", "fused-vis-net"):
