@@ -30,49 +30,55 @@ DEFAULT_PRESET = "ldnf"
 SWITCHES = ("text_guidance", "depth_loss")  # top-level stage-4 keys a preset may read
 
 
-def _resolve(dotted: str):
-    module, _, attr = dotted.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 @dataclass(frozen=True)
 class Preset:
-    """What stage 4 needs to know about a method. Classes are given as "module:attr" strings.
+    """What stage 4 needs to know about a method (`PRESET = Preset(...)` in the folder's __init__.py).
 
-    net:        the FusionNet class (registered under `name`, built by `build_fusion_model`).
-    loss:       the pydantic Section of `loss.<name>.*` in the stage config.
-    objective:  the Objective class (see README.md): losses, weights, frozen helpers.
-    needs_text: the net reads caption embeddings when `text_guidance` is on.
-    text_field / text_dim_arg: which embedding the net reads ("pooled" or "tokens") and the
-        constructor argument that receives its width (read off stage 3's cache).
-    switches:   which of SWITCHES the preset has (others must stay off).
-    build:      optional "module:function(kwargs, cfg) -> net" for nets built from upstream
-        artifacts (ldnf copies the stage-2 denoiser in); default `build_fusion_model`.
-    requires:   optional function(cfg) -> {input key: why} of the `inputs.*` a config needs.
+    net:        the FusionNet class in the folder's net.py (registered under `name`).
+    objective:  the Objective class in its objective.py; its `loss_class` is the pydantic Section
+                of `loss.<name>.*`. Either may be "module:attr" instead (relative to the folder,
+                or a full dotted module path).
+    text:       (embedding, constructor argument) when the net reads caption embeddings with
+                `text_guidance` on: "pooled" or "tokens", and the argument that receives its width.
+    switches:   which of SWITCHES the preset has (the others must stay off).
+    build:      optional "module:function(kwargs, cfg) -> net" for a net built from upstream
+                artifacts (ldnf copies the stage-2 denoiser in); default `build_fusion_model`.
+    requires:   optional function(cfg) -> {input key: why}: the `inputs.*` a config needs.
     """
 
     name: str
     net: str
-    loss: str
     objective: str
-    needs_text: bool = False
-    text_field: str | None = None
-    text_dim_arg: str | None = None
+    text: tuple[str, str] | None = None
     switches: tuple[str, ...] = ("text_guidance",)
     build: str | None = None
     requires: Callable[[Any], dict[str, str]] | None = None
 
-    @cached_property
-    def net_class(self):
-        return _resolve(self.net)
+    def _resolve(self, spec: str, module: str):
+        if ":" in spec:
+            module, _, spec = spec.partition(":")
+        if "." not in module:
+            module = f"{__name__}.{self.name}.{module}"
+        return getattr(importlib.import_module(module), spec)
+
+    @property
+    def needs_text(self) -> bool:
+        return self.text is not None
 
     @cached_property
-    def loss_class(self):
-        return _resolve(self.loss)
+    def net_class(self):
+        return self._resolve(self.net, "net")
 
     @cached_property
     def objective_class(self):
-        return _resolve(self.objective)
+        return self._resolve(self.objective, "objective")
+
+    @property
+    def loss_class(self):
+        return self.objective_class.loss_class
+
+    def build_function(self):
+        return self._resolve(self.build, "net") if self.build else None
 
     @property
     def folder(self):
@@ -258,10 +264,10 @@ def build_net(cfg):
     if "text_guidance" in preset.switches:
         kwargs["text_guidance"] = cfg.text_guidance
     if preset.needs_text and cfg.text_guidance:
-        dims = text_dims(require_input(cfg, "embeddings", f"{cfg.preset} with text_guidance"))
-        kwargs.setdefault(preset.text_dim_arg, dims[preset.text_field])
+        field, argument = preset.text
+        kwargs.setdefault(argument, text_dims(require_input(cfg, "embeddings", f"{cfg.preset} with text_guidance"))[field])
     if preset.build:
-        return _resolve(preset.build)(kwargs, cfg)
+        return preset.build_function()(kwargs, cfg)
     return build_fusion_model({"name": preset.name, **kwargs})
 
 

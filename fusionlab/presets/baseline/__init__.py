@@ -2,10 +2,4 @@
 
 from fusionlab.presets import Preset
 
-PRESET = Preset(
-    name="baseline",
-    net="fusionlab.presets.baseline.net:BaselineFusion",
-    loss="fusionlab.presets.baseline.objective:BaselineLoss",
-    objective="fusionlab.presets.baseline.objective:BaselineObjective",
-    switches=(),  # no text, no depth loss
-)
+PRESET = Preset("baseline", net="BaselineFusion", objective="BaselineObjective", switches=())

@@ -10,11 +10,5 @@ def requires(cfg) -> dict[str, str]:
     return {"clip": why, "prompts": why}
 
 
-PRESET = Preset(
-    name="ldfusion",
-    net="fusionlab.presets.ldfusion.net:LDFusionNet",
-    loss="fusionlab.presets.ldfusion.objective:LDFusionLoss",
-    objective="fusionlab.presets.ldfusion.objective:LDFusionObjective",
-    needs_text=False,  # CLIP is used by the loss only; the network never reads text
-    requires=requires,
-)
+# CLIP is used by the loss only: the network never reads text (no `text=`)
+PRESET = Preset("ldfusion", net="LDFusionNet", objective="LDFusionObjective", requires=requires)

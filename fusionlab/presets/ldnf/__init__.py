@@ -12,15 +12,5 @@ def requires(cfg) -> dict[str, str]:
     return needed
 
 
-PRESET = Preset(
-    name="ldnf",
-    net="fusionlab.presets.ldnf.net:LDNF",
-    loss="fusionlab.presets.ldnf.objective:LDNFLoss",
-    objective="fusionlab.presets.ldnf.objective:LDNFObjective",
-    needs_text=True,
-    text_field="pooled",
-    text_dim_arg="text_dim",
-    switches=("text_guidance", "depth_loss"),
-    build="fusionlab.presets.ldnf.net:build",
-    requires=requires,
-)
+PRESET = Preset("ldnf", net="LDNF", objective="LDNFObjective", text=("pooled", "text_dim"),
+                switches=("text_guidance", "depth_loss"), build="net:build", requires=requires)

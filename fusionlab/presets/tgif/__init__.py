@@ -2,12 +2,4 @@
 
 from fusionlab.presets import Preset
 
-PRESET = Preset(
-    name="tgif",
-    net="fusionlab.presets.tgif.net:TGIF",
-    loss="fusionlab.presets.tgif.objective:TGIFLoss",
-    objective="fusionlab.presets.tgif.objective:TGIFObjective",
-    needs_text=True,
-    text_field="tokens",
-    text_dim_arg="token_dim",
-)
+PRESET = Preset("tgif", net="TGIF", objective="TGIFObjective", text=("tokens", "token_dim"))
