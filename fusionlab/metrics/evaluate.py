@@ -59,8 +59,9 @@ class FusionQuality:
 class Evaluator:
     """Per-image rows and per-method mean/std of every family's columns.
 
-    `sync=True` reduces the statistics (and gathers the rows) across DDP ranks; every rank must
-    then call `summary()`/`rows()`. Leave it False when only one process evaluates.
+    `sync=True` reduces the statistics (and gathers the rows) across DDP ranks in `reduce()`,
+    which every rank must call, after declaring the same methods in the same order. Leave it
+    False when only one process evaluates.
     """
 
     def __init__(self, families: list, sync: bool = False):
@@ -72,6 +73,7 @@ class Evaluator:
         self.sync = sync
         self._stats: dict = {}
         self._rows: list[dict] = []
+        self._reduced: tuple[list[dict], dict] | None = None
 
     @property
     def methods(self) -> list[str]:
@@ -89,6 +91,7 @@ class Evaluator:
         values: dict[str, torch.Tensor] = {}
         for fam in self.families:
             values.update(fam.values(item))
+        self._reduced = None
         self.declare(method)
         self._stats[method].update(values)
         for k, image in enumerate(item.ids):
@@ -96,21 +99,32 @@ class Evaluator:
                                **{c: float(values[c][k]) for c in self.columns}})
         return values
 
-    def rows(self) -> list[dict]:
+    def reduce(self) -> None:
+        """Gather the rows and reduce the statistics over DDP ranks (every rank calls it; with
+        `sync=False` it only freezes them). `rows()` and `summary()` then answer from the result."""
+        rows = list(self._rows)
         if self.sync and torch.distributed.is_available() and torch.distributed.is_initialized():
             parts: list = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(parts, self._rows)
-            return [row for part in parts for row in part]
-        return list(self._rows)
+            torch.distributed.all_gather_object(parts, rows)
+            rows = [row for part in parts for row in part]
+        summary = {}
+        for method, stats in self._stats.items():
+            per = stats.summary()
+            summary[method] = {"n": max((v["n"] + v["nonfinite"] for v in per.values()), default=0),
+                               "metrics": {c: {k: per[c][k] for k in ("mean", "std", "n", "nonfinite")}
+                                           for c in self.columns}}
+        self._reduced = (rows, summary)
+
+    def rows(self) -> list[dict]:
+        if self._reduced is None:
+            self.reduce()
+        return self._reduced[0]
 
     def summary(self) -> dict[str, dict]:
         """{method: {"n": images, "metrics": {column: {"mean", "std", "n", "nonfinite"}}}}."""
-        out = {}
-        for method, stats in self._stats.items():
-            per = stats.summary()
-            out[method] = {"n": max((v["n"] + v["nonfinite"] for v in per.values()), default=0),
-                           "metrics": {c: {k: per[c][k] for k in ("mean", "std", "n", "nonfinite")} for c in self.columns}}
-        return out
+        if self._reduced is None:
+            self.reduce()
+        return self._reduced[1]
 
     def means(self, method: str) -> dict[str, float]:
         return {c: v["mean"] for c, v in self.summary()[method]["metrics"].items()}
@@ -241,14 +255,15 @@ class DepthProbe:
 
     PAIRS = {"ir": ("ir", "ir"), "vis": ("vis", "vi"), "fused-ir-net": ("ir", "fused"), "fused-vis-net": ("vis", "fused")}
 
-    def __init__(self, depth_ir: str | None, depth_vis: str | None):
+    def __init__(self, depth_ir: str | None, depth_vis: str | None, sync: bool = False):
         from fusionlab.metrics.depth import DepthMetrics
         from fusionlab.models.depth import load_depth_estimator
 
         self.nets = {}
         if depth_ir and depth_vis and Path(depth_ir).exists() and Path(depth_vis).exists():
             self.nets = {"ir": load_depth_estimator(depth_ir), "vis": load_depth_estimator(depth_vis)}
-        self.metrics = {name: DepthMetrics() for name in self.PAIRS}  # (net, image) per probe
+        # (net, image) per probe; with sync every rank calls compute()
+        self.metrics = {name: DepthMetrics(sync_on_compute=sync) for name in self.PAIRS}
 
     def update(self, batch: dict, fused_rgb: torch.Tensor) -> None:
         if not self.nets or batch.get("depth") is None:
@@ -260,11 +275,16 @@ class DepthProbe:
                 self.metrics[name].update(self.nets[net](images[image]), batch["depth"])
 
     def compute(self) -> dict[str, float]:
-        if not self.nets or all(m.images == 0 for m in self.metrics.values()):
+        if not self.nets:
             return {}
+        import warnings
+
         keep = ("AbsRel", "RMSE", "delta1")
-        return {f"depth/{name}/{k}": float(v) for name, m in self.metrics.items()
-                for k, v in m.compute().items() if k in keep}
+        with warnings.catch_warnings():  # a rank (or a run) without GT depth never updated: that is fine
+            warnings.simplefilter("ignore")
+            out = {f"depth/{name}/{k}": float(v) for name, m in self.metrics.items()
+                   for k, v in m.compute().items() if k in keep}
+        return out if all(math.isfinite(v) for v in out.values()) else {}  # no image had GT depth
 
 
 def _panel(ir: torch.Tensor, vi: torch.Tensor, fused: torch.Tensor):
@@ -275,11 +295,12 @@ def _panel(ir: torch.Tensor, vi: torch.Tensor, fused: torch.Tensor):
 
 def score_split(net, loader, fused_dir: str | Path, evaluator: Evaluator, method: str, *, text_fn=None,
                 depth: DepthProbe | None = None, references: bool = True, panels: int = 0,
-                recorded_dir: str | Path | None = None) -> list:
+                recorded_dir: str | Path | None = None, shard: tuple[int, int] = (0, 1)) -> list:
     """Fuse every batch of `loader` with `net`, write `<fused_dir>/<id>.png`, and score exactly the
     written images as `method` (plus the simple references as `ref/<name>`). The per-image table
     names the files under `recorded_dir` (default `fused_dir`; e.g. the final folder when writing
-    to a staging one). Returns up to `panels` (id, IR | VIS | fused image) for logging."""
+    to a staging one). `shard=(rank, world)` takes every world-th batch (DDP: each rank a share).
+    Returns up to `panels` (id, IR | VIS | fused image) for logging."""
     from tqdm import tqdm
 
     from fusionlab.data.io import write_image
@@ -289,8 +310,13 @@ def score_split(net, loader, fused_dir: str | Path, evaluator: Evaluator, method
     device = next(net.parameters()).device
     net.eval()
     shown = []
+    for name in [method, *(f"ref/{r}" for r in REFERENCES if references)]:  # the same order on every rank
+        evaluator.declare(name)
+    rank, world = shard
     with torch.no_grad():
-        for batch in tqdm(loader, desc="fuse eval split", leave=False):
+        for index, batch in enumerate(tqdm(loader, desc="fuse eval split", leave=False, disable=rank != 0)):
+            if index % world != rank:
+                continue
             text = text_fn(batch["id"], device) if (net.needs_text and text_fn is not None) else None
             fused = fuse_rgb(net, batch["ir"].to(device), batch["vi"].to(device), text).float().cpu()
             fused = (fused * 255).round() / 255  # score exactly what is written

@@ -129,7 +129,7 @@ class FusionTraining(L.LightningModule):
 
     def __init__(self, config: dict, net=None):
         super().__init__()
-        from fusionlab.presets import build_net, build_objective, required_inputs, require_input
+        from fusionlab.presets import build_net, build_objective, require_input, required_inputs
 
         self.save_hyperparameters({"config": config})
         self.cfg = Config.model_validate(config)
@@ -181,10 +181,7 @@ class FusionTraining(L.LightningModule):
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
-    from fusionlab.artifacts import atomic_dir
     from fusionlab.data.datamodule import FusionDataModule
-    from fusionlab.errors import PipelineError
-    from fusionlab.metrics.evaluate import DepthProbe, Evaluator, FusionQuality, score_split, write_tables
     from fusionlab.models.fusion import save_fusion_model
     from fusionlab.stages.history import EpochHistory
 
@@ -201,24 +198,58 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     metrics: dict[str, Any] = {"train/loss_epochs": epochs, "train/terms": terms}
     if epochs:
         metrics["train/loss_first"], metrics["train/loss_last"] = epochs[0], epochs[-1]
-    if not ctx.is_global_zero:  # the eval split is fused and scored once, on rank 0
+    import torch.distributed as dist
+
+    sharded = trainer.world_size > 1 and dist.is_available() and dist.is_initialized()
+    if not sharded and not ctx.is_global_zero:
         return metrics
     net = module.net.float().eval()
-    save_fusion_model(ctx.output("fusion"), net, extra={
-        "preset": cfg.preset, "text_guidance": cfg.text_guidance, "depth_loss": cfg.depth_loss,
-        "needs_text": bool(net.needs_text), "train": {k: v for k, v in metrics.items() if k not in ("train/loss_epochs", "train/terms")}})
+    if ctx.is_global_zero:
+        save_fusion_model(ctx.output("fusion"), net, extra={
+            "preset": cfg.preset, "text_guidance": cfg.text_guidance, "depth_loss": cfg.depth_loss,
+            "needs_text": bool(net.needs_text),
+            "train": {k: v for k, v in metrics.items() if k not in ("train/loss_epochs", "train/terms")}})
+    scores = evaluate(cfg, ctx, module, net, datamodule, sharded)
+    metrics.update({k: (round(v, 6) if math.isfinite(v) else None) for k, v in scores.items()})
+    return metrics
 
-    evaluator = Evaluator([FusionQuality(cfg.eval.metrics, cfg.eval.convention)])  # one process: no DDP sync
-    depth = DepthProbe(cfg.inputs.depth_ir, cfg.inputs.depth_vis)
-    with atomic_dir(ctx.output("fused")) as fused_dir:
-        panels = score_split(net, datamodule.eval_dataloader(), fused_dir, evaluator, cfg.preset,
+
+def evaluate(cfg: Config, ctx: StageContext, module: FusionTraining, net, datamodule, sharded: bool) -> dict:
+    """Fuse the eval split into `fused/` and score it into `eval/` with the evaluator `fusionlab eval`
+    runs. Under DDP every rank fuses a share of the batches and the scores are reduced across ranks;
+    rank 0 writes the tables. Returns the manifest metrics."""
+    import torch.distributed as dist
+
+    from fusionlab.artifacts import atomic_dir
+    from fusionlab.errors import PipelineError
+    from fusionlab.metrics.evaluate import DepthProbe, Evaluator, FusionQuality, score_split, write_tables
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
+    evaluator = Evaluator([FusionQuality(cfg.eval.metrics, cfg.eval.convention)], sync=sharded)
+    depth = DepthProbe(cfg.inputs.depth_ir, cfg.inputs.depth_vis, sync=sharded)
+    staging = atomic_dir(ctx.output("fused")) if rank == 0 else None
+    folder = [str(staging.__enter__()) if staging is not None else None]
+    try:
+        if sharded:
+            dist.broadcast_object_list(folder, src=0)  # every rank writes into rank 0's staging folder
+        panels = score_split(net, datamodule.eval_dataloader(), folder[0], evaluator, cfg.preset,
                              text_fn=module.text_for if module.cache is not None else None, depth=depth,
-                             panels=cfg.eval.panels, recorded_dir=ctx.output("fused"))
-    if cfg.preset not in evaluator.methods:
-        raise PipelineError("the eval split is empty: nothing to fuse")
-    depth_scores = depth.compute()
-    with atomic_dir(ctx.output("eval")) as eval_dir:
-        write_tables(f"{eval_dir}/", evaluator, cfg.eval.convention, extra={"preset": cfg.preset, "depth": depth_scores})
+                             panels=cfg.eval.panels if rank == 0 else 0, recorded_dir=ctx.output("fused"),
+                             shard=(rank, world))
+        if sharded:
+            dist.barrier()
+        evaluator.reduce()  # collective under DDP, like depth.compute()
+        depth_scores = depth.compute()
+        if evaluator.summary()[cfg.preset]["n"] == 0:
+            raise PipelineError("the eval split is empty: nothing to fuse")
+    except BaseException as exc:
+        if staging is not None:
+            staging.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    if staging is not None:
+        staging.__exit__(None, None, None)
+        with atomic_dir(ctx.output("eval")) as eval_dir:
+            write_tables(f"{eval_dir}/", evaluator, cfg.eval.convention, extra={"preset": cfg.preset, "depth": depth_scores})
     means = {m: evaluator.means(m) for m in evaluator.methods}
     run_ = ctx.wandb_run()
     if run_ is not None:
@@ -229,5 +260,4 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     scores = {f"eval/{k}": v for k, v in means[cfg.preset].items()}
     scores.update({f"{m}/{k}": v for m in evaluator.methods if m != cfg.preset for k, v in means[m].items()})
     scores.update(depth_scores)
-    metrics.update({k: (round(v, 6) if math.isfinite(v) else None) for k, v in scores.items()})
-    return metrics
+    return scores

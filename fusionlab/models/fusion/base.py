@@ -96,7 +96,7 @@ def _lookup(name: str) -> type[FusionNet]:
         from fusionlab.presets import get_preset, preset_names
 
         if name in preset_names():
-            get_preset(name).net_class  # importing the net module registers it
+            _ = get_preset(name).net_class  # importing the net module registers it
     if name not in _REGISTRY:
         known = registered_fusion_models()
         close = difflib.get_close_matches(str(name), known, n=1)
