@@ -202,7 +202,8 @@ def expand_stage_config(raw: dict) -> dict:
     model = cfg.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError(f"model: expected a mapping of {name}'s constructor arguments, got {model!r}")
-    args = _validate_at(("model",), constructor_model(preset.net_class), model, f"preset '{name}' (model.* are {preset.net_class.__name__}'s arguments)")
+    what = f"preset '{name}' (model.* are {preset.net_class.__name__}'s arguments)"
+    args = _validate_at(("model",), constructor_model(preset.net_class), model, what)
     cfg["model"] = {k: v for k, v in args.model_dump(mode="json").items() if k in model}
     for switch in SWITCHES:
         if switch in preset.switches:
@@ -212,7 +213,7 @@ def expand_stage_config(raw: dict) -> dict:
             raise ConfigError(f"{switch}: preset '{name}' has no such switch (presets that have it: {having}); "
                               f"remove it or set {switch}=off")
         cfg[switch] = False if switch == "text_guidance" else None
-    view = SimpleNamespace(**{**cfg, "text_guidance": cfg.get("text_guidance", True)})
+    view = SimpleNamespace(**{"text_guidance": True, "depth_loss": None, **cfg})  # the Config defaults
     inputs = cfg.get("inputs") or {}
     for key, why in required_inputs(view).items():  # a needed input left unset fails at plan time too
         if not inputs.get(key):
