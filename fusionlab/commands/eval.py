@@ -2,7 +2,8 @@
 
 Writes PREFIX_per_image.csv, PREFIX_summary.{md,csv,json} (mean ± std per method) and, for two or
 more methods, PREFIX_comparison.{md,csv} (metrics side by side, best value in bold; MSE and Nabf
-are lower-is-better). Every output names the convention the numbers follow.
+are lower-is-better). Every output names the convention the numbers follow. The scoring and the
+tables are `fusionlab.metrics.evaluate`, the same code stage 4 scores its eval split with.
 
 Example:
   fusionlab eval --ir data/test/ir --vi data/test/vi --fused ours=out/ours seafusion=ref/seafusion
@@ -11,21 +12,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 from fusionlab.commands import _args
 
 HELP = "compute fusion metrics (EN, SD, SF, AG, MI, SCD, VIF, Qabf, SSIM, ...) for fused images"
-
-CONVENTION_NOTE = {
-    "cddfuse": "cddfuse: the Python evaluator most fusion papers use (MI in nats, SSIM = sum of two SSIMs "
-    "with data_range=2, SSIM255 with data_range=255, AG mean)",
-    "matlab": "matlab: the classic MATLAB scripts (MI in bits, SSIM = mean of two SSIMs with data_range=255, "
-    "AG normalised by (r-1)(c-1))",
-}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ir", required=True, type=Path, help="folder of infrared source images")
@@ -94,151 +86,17 @@ def _parse_methods(specs: list[str]) -> dict[str, Path]:
     return methods
 
 
-def _fmt(x: float, digits: int = 4) -> str:
-    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _best(values: dict[str, float], lower: bool) -> set[str]:
-    finite = {k: v for k, v in values.items() if v is not None and not math.isnan(v)}
-    if len(finite) < 2:
-        return set()
-    target = min(finite.values()) if lower else max(finite.values())
-    return {k for k, v in finite.items() if v == target}
-
-
-def _summaries(rows: list[dict], methods: list[str], names: tuple[str, ...]) -> dict[str, dict]:
-    import statistics
-
-    out = {}
-    for m in methods:
-        mine = [r for r in rows if r["method"] == m]
-        stats = {}
-        for n in names:
-            vals = [r[n] for r in mine]
-            stats[n] = {
-                "mean": statistics.fmean(vals) if vals else float("nan"),
-                "std": statistics.pstdev(vals) if vals else float("nan"),
-            }
-        out[m] = {"n": len(mine), "metrics": stats}
-    return out
-
-
-def _write_outputs(prefix: str, rows, summary, missing, names, convention, lower) -> list[Path]:
-    import csv
-    import io
-
-    from fusionlab.artifacts import atomic_write_json, atomic_write_text
-
-    methods = list(summary)
-    arrow = {n: ("↓" if n in lower else "↑") for n in names}
-    written = []
-
-    def csv_text(header, body):
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(body)
-        return buf.getvalue()
-
-    per_image = csv_text(
-        ["convention", "method", "image", "fused_file", *names],
-        [[convention, r["method"], r["image"], r["fused_file"], *(repr(float(r[n])) for n in names)] for r in rows],
-    )
-    written.append(atomic_write_text(f"{prefix}_per_image.csv", per_image))
-
-    best = {n: _best({m: summary[m]["metrics"][n]["mean"] for m in methods}, n in lower) for n in names}
-    header = ["method", "n", *[f"{n} {arrow[n]}" for n in names]]
-    md = [
-        f"Convention: {CONVENTION_NOTE[convention]}.",
-        "",
-        "Mean ± std over images; ↑ higher is better, ↓ lower is better; **bold** = best.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for m in methods:
-        cells = []
-        for n in names:
-            s = summary[m]["metrics"][n]
-            cell = f"{_fmt(s['mean'])} ± {_fmt(s['std'])}"
-            cells.append(f"**{cell}**" if m in best[n] else cell)
-        md.append(f"| {m} | {summary[m]['n']} | " + " | ".join(cells) + " |")
-    if any(missing.values()):
-        md += ["", "Missing fused images (not scored):"]
-        md += [f"- {m}: {len(ids)} missing: {', '.join(ids)}" for m, ids in missing.items() if ids]
-    written.append(atomic_write_text(f"{prefix}_summary.md", "\n".join(md) + "\n"))
-
-    body = []
-    for m in methods:
-        row = [convention, m, summary[m]["n"], len(missing.get(m, []))]
-        for n in names:
-            row += [repr(summary[m]["metrics"][n]["mean"]), repr(summary[m]["metrics"][n]["std"])]
-        body.append(row)
-    written.append(
-        atomic_write_text(
-            f"{prefix}_summary.csv",
-            csv_text(
-                ["convention", "method", "n", "missing", *[f"{n}_{s}" for n in names for s in ("mean", "std")]], body
-            ),
-        )
-    )
-    written.append(
-        atomic_write_json(
-            f"{prefix}_summary.json",
-            {
-                "convention": convention,
-                "convention_note": CONVENTION_NOTE[convention],
-                "metrics": list(names),
-                "lower_is_better": [n for n in names if n in lower],
-                "methods": {m: {**summary[m], "missing": missing.get(m, [])} for m in methods},
-            },
-        )
-    )
-
-    if len(methods) >= 2:
-        md = [
-            f"Convention: {CONVENTION_NOTE[convention]}.",
-            "",
-            "Mean over images; **bold** = best per metric (↑ higher / ↓ lower is better).",
-            "",
-            "| metric | " + " | ".join(methods) + " |",
-            "|" + "---|" * (len(methods) + 1),
-        ]
-        rows_csv = []
-        for n in names:
-            cells = []
-            for m in methods:
-                v = _fmt(summary[m]["metrics"][n]["mean"])
-                cells.append(f"**{v}**" if m in best[n] else v)
-            md.append(f"| {n} {arrow[n]} | " + " | ".join(cells) + " |")
-            rows_csv.append(
-                [
-                    n,
-                    "lower" if n in lower else "higher",
-                    *[repr(summary[m]["metrics"][n]["mean"]) for m in methods],
-                    ";".join(sorted(best[n])),
-                ]
-            )
-        written.append(atomic_write_text(f"{prefix}_comparison.md", "\n".join(md) + "\n"))
-        written.append(
-            atomic_write_text(f"{prefix}_comparison.csv", csv_text(["metric", "better", *methods, "best"], rows_csv))
-        )
-    return written
-
-
 def main(args: argparse.Namespace) -> int:
+    import torch
     from tqdm import tqdm
 
     from fusionlab.errors import DataError
-    from fusionlab.metrics.functional import LOWER_IS_BETTER, check_metrics
-    from fusionlab.metrics.fusion import compute_fusion_metrics
+    from fusionlab.metrics.evaluate import Evaluator, FusionQuality, Scored, table_path, write_tables
     from fusionlab.metrics.gray import read_gray255
 
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
-    names = check_metrics(args.metrics)
+    evaluator = Evaluator([FusionQuality(args.metrics, args.convention)])
     methods = _parse_methods(args.fused)
     ir, vi = _images(args.ir, "--ir"), _images(args.vi, "--vi")
     unpaired = sorted(set(ir) ^ set(vi))
@@ -262,7 +120,8 @@ def main(args: argparse.Namespace) -> int:
     if args.strict and any(missing.values()):
         raise DataError("fused images are missing (listed above); produce them or drop --strict")
 
-    rows = []
+    for m in methods:  # every method gets a row, even one without a single fused image
+        evaluator.declare(m)
     total = sum(len(ids) - len(missing[m]) for m in methods)
     with tqdm(total=total, desc=f"eval ({args.convention})", unit="img", file=sys.stderr) as bar:
         for i in ids:
@@ -282,15 +141,14 @@ def main(args: argparse.Namespace) -> int:
                         f"fused image '{path}' is {f.shape[1]}x{f.shape[0]} but its sources are "
                         f"{a.shape[1]}x{a.shape[0]} (WxH); fuse at the source size (no resizing)"
                     )
+                gray = [torch.from_numpy(x).double()[None] for x in (a, b, f)]
                 try:
-                    values = compute_fusion_metrics(a, b, f, args.convention, names, value_range=255)
+                    evaluator.update(m, Scored([i], *gray, files=[str(path)]))
                 except DataError as exc:  # e.g. an image too small for VIF: say which one
                     raise DataError(f"'{path}': {exc}") from None
-                rows.append({"method": m, "image": i, "fused_file": str(path), **values})
                 bar.update(1)
 
-    summary = _summaries(rows, list(methods), names)
-    written = _write_outputs(args.out, rows, summary, missing, names, args.convention, LOWER_IS_BETTER)
-    print((Path(f"{args.out}_summary.md")).read_text())
+    written = write_tables(args.out, evaluator, args.convention, missing)
+    print(table_path(args.out, "summary.md").read_text())
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

@@ -7,6 +7,8 @@
 - `content.ContentLoss`: their weighted sum, the `baseline` objective.
 
 Each takes single-channel tensors [B,1,H,W] in [0,1] (use `FusionNet.luma` for VIS RGB).
+Also shared: `silog` (stage 1 and ldnf), `codebook` (g(z)), `perceptual` (VGG-19 features). The
+losses one paper adds live with its preset, in `fusionlab/presets/<name>/objective.py`.
 """
 
 from fusionlab.losses.content import ContentLoss

@@ -1,9 +1,10 @@
 """Evaluation metrics: image fusion (two conventions), monocular depth, and object detection.
 
 Fusion: `compute_fusion_metrics` (one image triple, any size), `FusionMetrics` (batched,
-torchmetrics, DDP-reducible), one `Metric` class per measure (`EN`, `VIF`, ...), the
-`LOWER_IS_BETTER` set, and conventions `cddfuse` (default, matches the published Python
-evaluator) and `matlab`. See docs/metrics.md for every formula and pitfall.
+torchmetrics, DDP-reducible), `MetricStats` (mean/std of any per-image values, DDP-reducible),
+the `LOWER_IS_BETTER` set, and conventions `cddfuse` (default, matches the published Python
+evaluator) and `matlab`. `evaluate`: the one evaluator of fused images (stage 4 and `fusionlab
+eval`) and its table writer. See docs/metrics.md for every formula and pitfall.
 Depth: `DepthMetrics`. Detection: `DetectionMetrics` / `detection_metrics`.
 
 Attributes are loaded on first access, so `import fusionlab.metrics` stays cheap.
@@ -22,11 +23,9 @@ _EXPORTS = {
     "compute_fusion_metrics": "fusion",
     "batch_metric_values": "fusion",
     "FusionMetrics": "fusion",
-    "METRIC_CLASSES": "fusion",
-    **{
-        name: "fusion"
-        for name in ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "SSIM255", "CC", "PSNR", "MSE", "Nabf")
-    },
+    "MetricStats": "fusion",
+    "Evaluator": "evaluate",
+    "write_tables": "evaluate",
     "to_gray255": "gray",
     "read_gray255": "gray",
     "DepthMetrics": "depth",

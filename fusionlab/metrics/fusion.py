@@ -1,8 +1,9 @@
 """Fusion metrics as torchmetrics `Metric`s (batched, DDP-reducible) and a per-image function.
 
 `FusionMetrics` computes any subset of the metric set at once (sharing intermediate results) and
-keeps a sum, a sum of squares and a count per metric, so its state reduces across DDP ranks with
-a plain sum and it can report mean and std. `EN()`, `VIF()`, ... are single-metric versions.
+keeps a sum, a sum of squares and a count per metric (`MetricStats`), so its state reduces across
+DDP ranks with a plain sum and it can report mean and std. `fusionlab.metrics.evaluate` (stage 4
+and `fusionlab eval`) accumulates its tables in `MetricStats`.
 
 Inputs are tensors [B, C, H, W] (C = 1 gray or 3 RGB; floats in 0..1, the fusionlab convention,
 or uint8) or, for images of mixed sizes, lists of [C, H, W] tensors.
@@ -17,7 +18,6 @@ from torchmetrics import Metric
 
 from fusionlab.errors import DataError
 from fusionlab.metrics.functional import (
-    ALL_METRICS,
     LOWER_IS_BETTER,
     check_convention,
     check_metrics,
@@ -64,100 +64,70 @@ def compute_fusion_metrics(
     return {k: float(v[0]) for k, v in values.items()}
 
 
-class FusionMetrics(Metric):
-    """Mean (and std) of several fusion metrics over all images seen, across DDP ranks.
+class MetricStats(Metric):
+    """Mean, std and count of named per-image values over every image seen, across DDP ranks.
 
-    update(ir, vi, fused) takes batches [B,C,H,W] or lists of [C,H,W]; compute() returns
-    {name: mean}; summary() returns {name: {"mean", "std", "n"}}. `convention` is kept as an
-    attribute and in summary(), so logged numbers say which evaluator they follow.
+    `update({name: [B] values})`; the state is a sum, a sum of squares and a count per name, so it
+    reduces across ranks with a plain sum. Non-finite values (e.g. SCD of a fused image equal to a
+    source, 0/0) are counted apart and left out of the mean and std, so one bad image does not
+    turn a whole column into NaN; `summary()` reports how many there were.
     """
 
     is_differentiable = False
-    higher_is_better = None  # mixed: see LOWER_IS_BETTER
+    higher_is_better = None  # mixed: see `lower_is_better`
     full_state_update = False
 
-    def __init__(self, metrics=None, convention: str = "cddfuse", value_range=None, **kwargs):
+    def __init__(self, names, lower_is_better=LOWER_IS_BETTER, **kwargs):
         super().__init__(**kwargs)
-        self.names = check_metrics(metrics)
-        self.convention = check_convention(convention)
-        self.value_range = value_range
+        self.names = tuple(names)
+        self.lower_is_better = frozenset(n for n in self.names if n in lower_is_better)
         m = len(self.names)
-        self.add_state("total", torch.zeros(m, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total_sq", torch.zeros(m, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        for state in ("total", "total_sq", "count", "nonfinite"):
+            self.add_state(state, torch.zeros(m, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, ir, vi, fused) -> None:
-        values = batch_metric_values(ir, vi, fused, self.convention, self.names, self.value_range)
-        stacked = torch.stack([values[n] for n in self.names], dim=1).to(self.total.device)  # [B, M]
-        self.total += stacked.sum(0)
-        self.total_sq += stacked.square().sum(0)
-        self.count += stacked.shape[0]
+    def update(self, values: dict) -> None:
+        stacked = torch.stack([torch.as_tensor(values[n], dtype=torch.float64).reshape(-1) for n in self.names],
+                              dim=1).to(self.total.device)  # [B, M]
+        finite = torch.isfinite(stacked)
+        kept = torch.where(finite, stacked, torch.zeros_like(stacked))
+        self.total += kept.sum(0)
+        self.total_sq += kept.square().sum(0)
+        self.count += finite.sum(0)
+        self.nonfinite += (~finite).sum(0)
 
     def compute(self) -> dict[str, torch.Tensor]:
         mean = self.total / self.count
         return {n: mean[i] for i, n in enumerate(self.names)}
 
     def summary(self) -> dict:
-        """{"convention": ..., name: {"mean", "std" (population), "n", "lower_is_better"}}."""
-        n = float(self.count)
-        out: dict = {"convention": self.convention}
-        for i, name in enumerate(self.names):
-            mean = float(self.total[i]) / n if n else math.nan
-            var = float(self.total_sq[i]) / n - mean * mean if n else math.nan
-            out[name] = {
-                "mean": mean,
-                "std": math.sqrt(max(var, 0.0)) if n else math.nan,
-                "n": int(n),
-                "lower_is_better": name in LOWER_IS_BETTER,
-            }
+        """{name: {"mean", "std" (population), "n", "nonfinite", "lower_is_better"}}, reduced over ranks."""
+        out: dict = {}
+        with self.sync_context(should_sync=self.sync_on_compute):
+            for i, name in enumerate(self.names):
+                n = float(self.count[i])
+                mean = float(self.total[i]) / n if n else math.nan
+                var = float(self.total_sq[i]) / n - mean * mean if n else math.nan
+                out[name] = {"mean": mean, "std": math.sqrt(max(var, 0.0)) if n else math.nan, "n": int(n),
+                             "nonfinite": int(self.nonfinite[i]), "lower_is_better": name in self.lower_is_better}
         return out
 
 
-class _SingleFusionMetric(Metric):
-    """One fusion metric averaged over images (a thin wrapper so it composes in MetricCollection)."""
+class FusionMetrics(MetricStats):
+    """Mean (and std) of several fusion metrics over all images seen, across DDP ranks.
 
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-    metric_name = ""
+    update(ir, vi, fused) takes batches [B,C,H,W] or lists of [C,H,W]; compute() returns
+    {name: mean}; summary() returns {"convention": ..., name: {"mean", "std", "n", ...}}.
+    `convention` is kept as an attribute and in summary(), so logged numbers say which
+    evaluator they follow.
+    """
 
-    def __init__(self, convention: str = "cddfuse", value_range=None, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, metrics=None, convention: str = "cddfuse", value_range=None, **kwargs):
+        super().__init__(check_metrics(metrics), **kwargs)
         self.convention = check_convention(convention)
         self.value_range = value_range
-        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, ir, vi, fused) -> None:
-        v = batch_metric_values(ir, vi, fused, self.convention, [self.metric_name], self.value_range)[self.metric_name]
-        self.total += v.sum().to(self.total.device)
-        self.count += v.numel()
+        super().update(batch_metric_values(ir, vi, fused, self.convention, self.names, self.value_range))
 
-    def compute(self) -> torch.Tensor:
-        return self.total / self.count
-
-
-def _single(name: str, doc: str) -> type:
-    return type(
-        name,
-        (_SingleFusionMetric,),
-        {"metric_name": name, "higher_is_better": name not in LOWER_IS_BETTER, "__doc__": doc, "__module__": __name__},
-    )
-
-
-EN = _single("EN", "Entropy (bits) of the fused image's 256-bin histogram.")
-SD = _single("SD", "Standard deviation of the fused image.")
-SF = _single("SF", "Spatial frequency of the fused image.")
-AG = _single("AG", "Average gradient of the fused image.")
-MI = _single("MI", "MI(F,IR) + MI(F,VIS); nats (cddfuse) or bits (matlab).")
-SCD = _single("SCD", "Sum of the correlations of differences.")
-VIF = _single("VIF", "Sheikh-Bovik pixel VIF, IR->F plus VIS->F (not Han's VIFF).")
-Qabf = _single("Qabf", "Xydeas-Petrovic gradient-based edge preservation.")
-SSIM = _single("SSIM", "SSIM(F,IR) + SSIM(F,VIS) with data_range=2 (cddfuse) or the mean with 255 (matlab).")
-SSIM255 = _single("SSIM255", "SSIM sum with the correct data_range=255.")
-CC = _single("CC", "Mean Pearson correlation of F with IR and VIS.")
-PSNR = _single("PSNR", "10 log10(max(F)^2 / MSE).")
-MSE = _single("MSE", "Mean of MSE(F,IR) and MSE(F,VIS); lower is better.")
-Nabf = _single("Nabf", "Petrovic-Xydeas fusion artifacts (Kumar's modification); lower is better.")
-
-METRIC_CLASSES = {name: globals()[name] for name in ALL_METRICS}
+    def summary(self) -> dict:
+        return {"convention": self.convention, **super().summary()}

@@ -104,7 +104,10 @@ def resolve_stage_dict(raw: dict, source: str):
         raise ConfigError(f"{source}: missing key 'stage' (the stage type, e.g. 'stage: depth')")
     module = load_stage_module(str(raw["stage"]), source)
     if hasattr(module, "expand_config"):
-        raw = module.expand_config(raw)
+        try:
+            raw = module.expand_config(raw)
+        except ConfigError as exc:  # name the file, as validate() does
+            raise ConfigError(f"{source}: {exc}") from None
     config = validate(module.Config, raw, source)
     return module, config.model_dump(mode="json")
 

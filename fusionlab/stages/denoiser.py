@@ -94,7 +94,6 @@ class DenoiserModule(L.LightningModule):
         import torchmetrics
 
         self.val_mse = torchmetrics.MeanMetric()
-        self.val_history: list[float] = []
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         from fusionlab.models.denoiser import epsilon_mse, to_model_space
@@ -124,14 +123,6 @@ class DenoiserModule(L.LightningModule):
         value = float(self.val_mse.compute())
         self.val_mse.reset()
         self.log("val_eps_mse", value, prog_bar=True)
-        if not self.trainer.sanity_checking:
-            self.val_history.append(value)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["val_history"] = list(self.val_history)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.val_history = list(checkpoint.get("val_history", []))
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.train["lr"],
@@ -146,14 +137,16 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     from fusionlab.data.datamodule import FusionDataModule
     from fusionlab.data.io import write_image
     from fusionlab.models.denoiser import generate_samples, sample_grid, save_denoiser
+    from fusionlab.stages.history import EpochHistory
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = DenoiserModule(cfg.model.model_dump(), cfg.schedule.model_dump(), cfg.train.model_dump(), cfg.seed)
     datamodule = FusionDataModule(cfg.data)
-    trainer = ctx.make_trainer(cfg.trainer, name="main")
+    val = EpochHistory(prefix="val_eps_mse", on="validation")  # checkpointed: survives a resume
+    trainer = ctx.make_trainer(cfg.trainer, name="main", callbacks=[val])
     ctx.fit(trainer, module, datamodule, name="main")
 
-    history = module.val_history
+    history = val.series("val_eps_mse")
     metrics: dict = {}
     if history:
         metrics = {

@@ -76,7 +76,6 @@ class DepthModule(L.LightningModule):
             {**model, "in_channels": 1 if net == "ir" else 3}, key="model.pretrained"
         )
         self.metric = depth_metric()
-        self.val_history: list[dict] = []  # one entry per validation epoch; kept in checkpoints
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.estimator(x)
@@ -112,14 +111,6 @@ class DepthModule(L.LightningModule):
         self.metric.reset()
         for name, value in values.items():
             self.log(f"val_{name}", value, prog_bar=name == "absrel")
-        if not self.trainer.sanity_checking:
-            self.val_history.append({"epoch": int(self.current_epoch), **values})
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["val_history"] = list(self.val_history)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.val_history = list(checkpoint.get("val_history", []))
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.train["lr"],
@@ -176,20 +167,23 @@ def _panel_batch(datamodule, key: str, n: int) -> tuple[torch.Tensor, torch.Tens
 
 def train_net(cfg: Config, ctx: StageContext, net: str, datamodule) -> tuple[DepthModule, dict]:
     """Train (or resume) one net; returns the module and its metrics."""
+    from fusionlab.stages.history import EpochHistory
+
     module = DepthModule(cfg.model.model_dump(), cfg.train.model_dump(), net)
-    trainer = ctx.make_trainer(cfg.trainer, name=net)
+    history = EpochHistory(prefix="val_", on="validation", name=net)  # checkpointed: survives a resume
+    trainer = ctx.make_trainer(cfg.trainer, name=net, callbacks=[history])
     ctx.fit(trainer, module, datamodule, name=net)
-    history = module.val_history
+    rows = [r for r in history.rows if "val_absrel" in r]
     metrics: dict = {}
-    if history:
-        first, last = history[0], history[-1]
+    if rows:
+        first, last = rows[0], rows[-1]
         metrics = {
-            f"{net}/val_absrel_first": first["absrel"],
-            f"{net}/val_absrel_last": last["absrel"],
-            f"{net}/val_rmse_last": last["rmse"],
-            f"{net}/val_delta1_last": last["delta1"],
-            f"{net}/absrel_improvement": (first["absrel"] - last["absrel"]) / max(first["absrel"], 1e-12),
-            f"{net}/val_absrel_history": [round(h["absrel"], 5) for h in history],
+            f"{net}/val_absrel_first": first["val_absrel"],
+            f"{net}/val_absrel_last": last["val_absrel"],
+            f"{net}/val_rmse_last": last["val_rmse"],
+            f"{net}/val_delta1_last": last["val_delta1"],
+            f"{net}/absrel_improvement": (first["val_absrel"] - last["val_absrel"]) / max(first["val_absrel"], 1e-12),
+            f"{net}/val_absrel_history": [round(r["val_absrel"], 5) for r in rows],
         }
     return module, metrics
 

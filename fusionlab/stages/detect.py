@@ -54,7 +54,9 @@ def code_dependencies(config: dict) -> list[str]:
         name = json.loads((Path(config["fusion"]) / "config.json").read_text())["model"]["name"]
     except (OSError, ValueError, KeyError, TypeError):
         return []  # not written yet: its upstream reruns first, and so does this stage
-    return [f"fusionlab.models.fusion.{name}"]
+    from fusionlab.presets import preset_modules, preset_names
+
+    return preset_modules(name) if name in preset_names() else []
 
 
 class OptimConfig(Section):

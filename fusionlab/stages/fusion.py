@@ -1,85 +1,39 @@
 """Stage 4: train the fusion network of a method preset, then fuse the eval split and score it.
 
-A preset (`stages/presets/<name>.yaml`, chosen by `preset:`) names the network and the losses of
-one paper; `expand_config` merges it under the stage YAML, so any key can still be overridden.
-Every preset has `text_guidance: on|off`, `ldnf` also `depth_loss: on|off` (the papers' ablations).
+`preset:` picks a folder of `fusionlab/presets/` (network, objective, default config, fidelity
+table). `expand_config` merges the preset's `preset.yaml` under the stage YAML, so every key can
+still be overridden, and checks `model.*` against the preset's network and `loss.<preset>.*`
+against its loss class at plan time. Every paper preset has `text_guidance: on|off`, `ldnf` also
+`depth_loss: on|off` (the papers' ablations); see docs/presets.md.
 
 Upstream artifacts are read, never recomputed: caption embeddings come from stage 3's cache by
 sample id (no text encoder call while training), the frozen depth nets from stage 1, the
-denoiser from stage 2. Only `ldfusion` runs a model of stage 3 (its `clip/`), because its loss
-lives in CLIP space; that is training-only, the saved network never needs CLIP.
+denoiser from stage 2. The preset's Objective loads the frozen helpers its losses need (depth
+nets, CLIP, VGG); they are training-only and never part of the saved network.
 
 Outputs: `fusion/` (save_fusion_model: what `fusionlab fuse` loads), `fused/` (PNG per eval
-image, same stem as the input) and `eval/` (metric tables: metrics.json, per_image.csv, metrics.md).
+image, same stem as the input) and `eval/` (the tables of `fusionlab.metrics.evaluate`, the same
+evaluator `fusionlab eval` runs: per_image.csv, summary.{md,csv,json}, comparison.{md,csv}).
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from pydantic import Field, model_validator
 
 from fusionlab.config import Section
 from fusionlab.data.config import DataConfig
-from fusionlab.errors import ConfigError, PipelineError
-from fusionlab.packaged import config_dir
 from fusionlab.stages.base import StageConfig, StageContext
 
 OUTPUTS = ("fusion", "fused", "eval")
 HEADLINE = ("eval/EN", "eval/SD", "eval/SF", "eval/MI", "eval/VIF", "eval/Qabf", "eval/SSIM")
-PRESETS = ("baseline", "ldnf", "text2pixels", "ldfusion", "tgif")
-PRESET_DIR = config_dir() / "presets"
-TEXT_PRESETS = ("ldnf", "text2pixels", "tgif")  # networks that read caption embeddings
 
 
 # --------------------------------------------------------------------------- config
-
-
-class BaselineLoss(Section):
-    w_int: float = 1.0
-    w_grad: float = 1.0
-    w_ssim: float = 1.0
-
-
-class LDNFLoss(Section):
-    mci: float = 1.0          # L_MCI (eq. 10)
-    mcg: float = 1.0          # L_MCG (eq. 9)
-    depth: float = 0.1        # depth-driven SiLog weight (used when depth_loss is on)
-    silog_lambda: float = 1.0  # λ of SiLog; 1 = eq. 1 of the paper
-    depth_scale: float = 1.0  # run the frozen depth nets at this fraction of the resolution (CPU budget)
-
-
-class Text2PixelsLoss(Section):
-    structure: bool = True    # L_str against the previous epoch's output (the "sl" ablation)
-    content: bool = True      # saliency-weighted L_cc (the "cl" ablation)
-    codebook: float = 1.0     # weight of g(z) (eq. 11)
-
-
-class LDFusionLoss(Section):
-    lam: float = 0.5                      # λ of Φ (eq. 10)
-    alpha: float = 1.0                    # α of the VGG feature-fidelity loss (eq. 16)
-    n_patches: int = 4                    # random patches per image
-    patch_px: tuple[int, int] = (112, 180)  # patch sizes for 224 px crops; scaled for smaller images
-    min_entropy: float = 6.0              # σ of the patch filter (bits)
-    affine_degrees: float = 10.0
-    vgg_pretrained: str | None = None     # torchvision weights name (IMAGENET1K_V1), local file, or null
-    vgg_layers: tuple[int, ...] = (3, 5, 10)
-
-
-class TGIFLoss(Section):
-    grad_weight: float = 20.0  # α₁; α₂ (SSIM) = 0 in the paper's IVF setting
-
-
-class LossConfig(Section):
-    baseline: BaselineLoss = BaselineLoss()
-    ldnf: LDNFLoss = LDNFLoss()
-    text2pixels: Text2PixelsLoss = Text2PixelsLoss()
-    ldfusion: LDFusionLoss = LDFusionLoss()
-    tgif: TGIFLoss = TGIFLoss()
 
 
 class InputsConfig(Section):
@@ -94,9 +48,50 @@ class InputsConfig(Section):
 
 
 class OptimConfig(Section):
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    step_epochs: int | None = None  # halve the learning rate every this many epochs (None: constant)
+    """Adam and the learning-rate schedule (per epoch; the warm-up is per step).
+
+    constant | step: ×gamma at epoch `first_decay` (default `step_epochs`) and every `step_epochs`
+    after | exponential: ×gamma every epoch | linear: ×(1 - epoch/(max_epochs + 1)), Dif-Fusion's rule.
+    """
+
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "step", "exponential", "linear"] = "constant"
+    gamma: float = Field(0.5, gt=0)
+    step_epochs: int | None = Field(None, gt=0)
+    first_decay: int | None = Field(None, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0)  # linear warm-up from lr/steps to lr over this many epochs
+
+    @model_validator(mode="before")
+    @classmethod
+    def _step_implies_schedule(cls, data):
+        # `optim.step_epochs: 50` alone has always meant "halve every 50 epochs"
+        if isinstance(data, dict) and data.get("step_epochs") and "schedule" not in data:
+            data = {**data, "schedule": "step"}
+        return data
+
+    @model_validator(mode="after")
+    def _step_needs_a_period(self):
+        if self.schedule == "step" and not self.step_epochs:
+            raise ValueError("optim.schedule: step needs optim.step_epochs (epochs between decays)")
+        return self
+
+    def multiplier(self, step: int, per_epoch: int, max_epochs: int) -> float:
+        """The learning-rate multiplier after `step` optimiser steps (`per_epoch` steps an epoch)."""
+        warmup = self.warmup_epochs * per_epoch
+        warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        return warm * self.factor(step // per_epoch, max_epochs)
+
+    def factor(self, epoch: int, max_epochs: int) -> float:
+        """The learning-rate multiplier during `epoch` (0-based), warm-up excluded."""
+        if self.schedule == "step":
+            first = self.step_epochs if self.first_decay is None else self.first_decay
+            return self.gamma ** (1 + (epoch - first) // self.step_epochs) if epoch >= first else 1.0
+        if self.schedule == "exponential":
+            return self.gamma ** epoch
+        if self.schedule == "linear":
+            return max(0.0, 1.0 - epoch / float(max_epochs + 1))
+        return 1.0
 
 
 class EvalConfig(Section):
@@ -107,243 +102,68 @@ class EvalConfig(Section):
 
 class Config(StageConfig):
     data: DataConfig
-    preset: Literal["baseline", "ldnf", "text2pixels", "ldfusion", "tgif"] = "ldnf"
+    preset: str = "ldnf"
+    profile: str | None = None      # a named set of overrides in the preset's preset.yaml (e.g. cpu-demo)
     text_guidance: bool = True
-    depth_loss: bool = True  # ldnf only
-    model: dict[str, Any] = {}  # constructor kwargs of the preset's network (fusionlab.models.fusion)
-    loss: LossConfig = LossConfig()
+    depth_loss: bool | None = None  # ldnf only (None for presets without a depth-driven loss)
+    model: dict[str, Any] = {}      # constructor arguments of the preset's network (checked by expand_config)
+    loss: dict[str, dict[str, Any]] = {}  # {preset: its loss section} (only the chosen preset's)
     inputs: InputsConfig = InputsConfig()
     optim: OptimConfig = OptimConfig()
     eval: EvalConfig = EvalConfig()
 
 
-def _merge(base: dict, top: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def code_dependencies(config: dict) -> list[str]:
-    """The preset's network module, which `build_fusion_model` imports by name (for the stage's code key)."""
-    return [f"fusionlab.models.fusion.{config['preset']}"]
+    """The preset's modules, which the registry imports by name (for the stage's code key)."""
+    from fusionlab.presets import preset_modules
 
-
-def preset_file(name: str) -> Path:
-    return PRESET_DIR / f"{name}.yaml"
+    return preset_modules(config["preset"])
 
 
 def expand_config(raw: dict) -> dict:
-    """Merge `stages/presets/<preset>.yaml` under the stage config (the stage's keys win)."""
-    from fusionlab.config import load_yaml
+    """The preset's defaults merged under `raw`, checked against the preset (see fusionlab.presets)."""
+    from fusionlab.presets import expand_stage_config
 
-    name = raw.get("preset", Config.model_fields["preset"].default)
-    if name not in PRESETS:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), PRESETS, n=1)
-        raise ConfigError(f"preset: unknown preset '{name}'" + (f", did you mean '{close[0]}'?" if close else "")
-                          + f" (choose one of {', '.join(PRESETS)})")
-    path = preset_file(name)
-    if not path.is_file():
-        raise ConfigError(f"preset '{name}': preset file '{path}' is missing (reinstall fusionlab)")
-    preset = load_yaml(path)
-    preset.pop("preset", None)
-    return _merge(preset, raw)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _require(path: str | None, key: str, why: str) -> str:
-    if not path:
-        raise ConfigError(f"inputs.{key}: {why} needs it; set it to the upstream artifact "
-                          f"(e.g. `inputs.{key}=<run_dir>/<stage>/{key}`) or switch the option off")
-    if not Path(path).exists():
-        raise PipelineError(f"inputs.{key}: '{path}' does not exist; run the upstream stage first or fix the path")
-    return path
-
-
-def uses_text(cfg: Config) -> bool:
-    return cfg.text_guidance and cfg.preset in TEXT_PRESETS
-
-
-def text_dims(embeddings: str) -> tuple[int, int]:
-    """(pooled dim, token dim) of the stage-3 cache."""
-    from fusionlab.cache import EmbeddingCache
-
-    cache = EmbeddingCache(embeddings)
-    if not len(cache):
-        raise PipelineError(f"embedding cache '{embeddings}' is empty; rerun stage 3 on this dataset")
-    row = cache.get(cache.ids[:1])
-    return int(row["pooled"].shape[-1]), int(row["tokens"].shape[-1])
-
-
-def build_net(cfg: Config):
-    """The preset's network, with the dimensions its inputs dictate."""
-    from fusionlab.models.fusion import build_fusion_model
-
-    kwargs = dict(cfg.model)
-    kwargs.pop("name", None)
-    if cfg.preset != "baseline":
-        kwargs["text_guidance"] = cfg.text_guidance
-    if uses_text(cfg):
-        pooled_dim, token_dim = text_dims(_require(cfg.inputs.embeddings, "embeddings", f"{cfg.preset} with text_guidance"))
-        kwargs.setdefault("text_dim" if cfg.preset == "ldnf" else "token_dim", pooled_dim if cfg.preset == "ldnf" else token_dim)
-    if cfg.preset == "ldnf" and kwargs.get("features", "diffusion") == "diffusion":
-        from fusionlab.models.fusion.ldnf import LDNF
-
-        return LDNF.from_denoiser(_require(cfg.inputs.denoiser, "denoiser", "ldnf (diffusion features)"), **kwargs)
-    return build_fusion_model({"name": cfg.preset, **kwargs})
+    return expand_stage_config(raw)
 
 
 # --------------------------------------------------------------------------- training
 
 
 class FusionTraining(L.LightningModule):
-    """One preset's network and objective. Frozen helpers (depth nets, CLIP, VGG, the previous
-    epoch's network) are kept out of the state dict: they are inputs, not results."""
+    """One preset's network trained on its Objective. The objective (with its frozen helpers) is
+    held outside the module tree, so checkpoints carry the network only."""
 
     def __init__(self, config: dict, net=None):
         super().__init__()
+        from fusionlab.presets import build_net, build_objective, require_input, required_inputs
+
         self.save_hyperparameters({"config": config})
         self.cfg = Config.model_validate(config)
+        for key, why in required_inputs(self.cfg).items():  # one clear error before any work
+            require_input(self.cfg, key, why)
         self.net = net if net is not None else build_net(self.cfg)
-        self._helpers: dict[str, Any] = {}
-        self._cache = None
-        self._build_helpers()
-
-    # ---------------------------------------------------------------- frozen helpers
-
-    def _build_helpers(self) -> None:
-        cfg = self.cfg
-        if cfg.preset == "ldnf" and cfg.depth_loss:
-            from fusionlab.losses.depth_loss import DepthDrivenLoss
-            from fusionlab.models.depth import load_depth_estimator
-
-            self._helpers["depth"] = DepthDrivenLoss(
-                load_depth_estimator(_require(cfg.inputs.depth_ir, "depth_ir", "ldnf with depth_loss")),
-                load_depth_estimator(_require(cfg.inputs.depth_vis, "depth_vis", "ldnf with depth_loss")),
-                lam=cfg.loss.ldnf.silog_lambda, scale=cfg.loss.ldnf.depth_scale)
-        if cfg.preset == "ldfusion":
-            from fusionlab.losses.perceptual import FeatureFidelityLoss
-
-            lc = cfg.loss.ldfusion
-            self._helpers["vgg"] = FeatureFidelityLoss(lc.vgg_pretrained, tuple(lc.vgg_layers), key="loss.ldfusion.vgg_pretrained")
-            if cfg.text_guidance:
-                from safetensors.torch import load_file
-
-                from fusionlab.losses.language import LanguageLoss
-                from fusionlab.models.text import ClipEncoder
-
-                clip = ClipEncoder.from_config(_require(cfg.inputs.clip, "clip", "ldfusion's language loss"))
-                prompts = load_file(_require(cfg.inputs.prompts, "prompts", "ldfusion's language loss"))
-                self._helpers["language"] = LanguageLoss(
-                    clip.encode_image, prompts, lam=lc.lam, n_patches=lc.n_patches, min_entropy=lc.min_entropy,
-                    patch_px=tuple(lc.patch_px), affine_degrees=lc.affine_degrees)
-                self._helpers["clip"] = clip
-        if uses_text(cfg):
+        object.__setattr__(self, "objective", build_objective(self.cfg, self.net))
+        self.cache = None
+        if self.net.needs_text:
             from fusionlab.cache import EmbeddingCache
 
-            self._cache = EmbeddingCache(_require(cfg.inputs.embeddings, "embeddings", f"{cfg.preset} with text_guidance"))
+            self.cache = EmbeddingCache(require_input(self.cfg, "embeddings", f"{self.cfg.preset} with text_guidance"))
+
+    def text_for(self, ids: list[str], device=None) -> dict | None:
+        return None if self.cache is None else self.cache.get(ids, device or self.device)
 
     def on_fit_start(self) -> None:
-        for helper in self._helpers.values():
-            if isinstance(helper, torch.nn.Module):
-                helper.to(self.device).eval().requires_grad_(False)
-
-    def text_for(self, ids: list[str]) -> dict | None:
-        if self._cache is None:
-            return None
-        return self._cache.get(ids, self.device)
-
-    # ---------------------------------------------------------------- text2pixels: z′
+        self.objective.to(self.device)
 
     def on_train_epoch_start(self) -> None:
-        if self.cfg.preset == "text2pixels" and self.current_epoch > 0:
-            from fusionlab.models.fusion import build_fusion_model
-
-            prev = build_fusion_model(dict(self.net.config))
-            prev.load_state_dict(self.net.state_dict())
-            self._helpers["previous"] = prev.to(self.device).eval().requires_grad_(False)
-
-    # ---------------------------------------------------------------- objectives
-
-    def objective(self, fused: torch.Tensor, batch: dict, text: dict | None) -> dict[str, torch.Tensor]:
-        return getattr(self, f"_loss_{self.cfg.preset}")(fused, batch, text)
-
-    def _loss_baseline(self, fused, batch, text):
-        from fusionlab.losses import ContentLoss
-
-        lc = self.cfg.loss.baseline
-        # targets stretched exactly as the net stretches its input (model.stretch; 0 = off)
-        loss = ContentLoss(lc.w_int, lc.w_grad, lc.w_ssim, stretch=self.net.stretch)
-        total, parts = loss(fused, batch["ir"], self.net.luma(batch["vi"]))
-        return {"total": total, **parts}
-
-    def _loss_ldnf(self, fused, batch, text):
-        from fusionlab.losses.mci_mcg import mcg_loss, mci_loss
-
-        lc = self.cfg.loss.ldnf
-        ir, vi = batch["ir"], batch["vi"]
-        parts = {"mci": mci_loss(fused, ir, vi), "mcg": mcg_loss(fused, ir, vi)}
-        total = lc.mci * parts["mci"] + lc.mcg * parts["mcg"]
-        if "depth" in self._helpers:
-            depth = self._helpers["depth"](fused, ir, vi, batch.get("depth"))
-            parts["depth"] = depth["total"]
-            total = total + lc.depth * depth["total"]
-        return {"total": total, **parts}
-
-    def _loss_text2pixels(self, fused, batch, text):
-        from fusionlab.losses.saliency import content_consistency_loss
-        from fusionlab.losses.structure import alpha_weights, structure_loss
-
-        lc = self.cfg.loss.text2pixels
-        ir, y = batch["ir"], self.net.luma(batch["vi"])
-        prev = None
-        if lc.structure and "previous" in self._helpers:
-            with torch.no_grad():
-                prev = self._helpers["previous"](ir, batch["vi"], text)
-        a1, a2 = alpha_weights(fused, prev, ir, y)
-        parts: dict[str, torch.Tensor] = {"alpha1": a1, "alpha2": a2}
-        total = fused.new_zeros(())
-        if prev is not None:
-            parts["structure"] = structure_loss(fused, prev)
-            total = total + a1 * parts["structure"]
-        if lc.content:
-            parts["content"] = content_consistency_loss(fused, ir, y)
-            total = total + a2 * parts["content"]
-        if "codebook" in self.net.aux_losses:
-            parts["codebook"] = self.net.aux_losses["codebook"]
-            total = total + lc.codebook * parts["codebook"]
-        return {"total": total, **parts}
-
-    def _loss_ldfusion(self, fused, batch, text):
-        lc = self.cfg.loss.ldfusion
-        ir, y = batch["ir"], self.net.luma(batch["vi"])
-        parts = {"fidelity": self._helpers["vgg"](fused, ir, y)}
-        total = lc.alpha * parts["fidelity"]
-        if "language" in self._helpers:
-            lang = self._helpers["language"](fused, ir, y)
-            parts.update({"dir": lang["dir"], "phi": lang["phi"], "language": lang["total"],
-                          "patches_kept": lang["patches_kept"]})
-            total = total + lang["total"]
-        return {"total": total, **parts}
-
-    def _loss_tgif(self, fused, batch, text):
-        from fusionlab.losses.tgif import tgif_loss
-
-        parts = tgif_loss(fused, batch["ir"], self.net.luma(batch["vi"]), self.cfg.loss.tgif.grad_weight)
-        return {"total": parts.pop("total"), **parts}
-
-    # ---------------------------------------------------------------- Lightning
+        self.objective.on_train_epoch_start(self.net, self.current_epoch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        from fusionlab.models.fusion import forward_padded
+
         text = self.text_for(batch["id"])
-        fused = self.net(batch["ir"], batch["vi"], text)
+        fused = forward_padded(self.net, batch["ir"], batch["vi"], text)
         parts = self.objective(fused.float(), batch, text)
         bs = batch["ir"].shape[0]
         self.log("train/loss", parts["total"], prog_bar=True, on_step=True, on_epoch=True, batch_size=bs)
@@ -356,149 +176,12 @@ class FusionTraining(L.LightningModule):
         oc = self.cfg.optim
         params = [p for p in self.net.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=oc.lr, weight_decay=oc.weight_decay)
-        if not oc.step_epochs:
+        if oc.schedule == "constant" and not oc.warmup_epochs:
             return opt
-        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, oc.step_epochs, gamma=0.5)}
-
-
-class LossHistory(L.Callback):
-    """Per-epoch means of the training loss and its terms (shows that training converged)."""
-
-    def __init__(self):
-        self.epochs: list[float] = []
-        self.terms: dict[str, list[float]] = {}
-
-    def on_train_epoch_end(self, trainer, module) -> None:
-        for key, value in trainer.callback_metrics.items():
-            if key == "train/loss_epoch":
-                self.epochs.append(round(float(value), 6))
-            elif key.startswith("train/") and not key.startswith("train/loss"):
-                self.terms.setdefault(key[len("train/"):], []).append(round(float(value), 6))
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-def _panel(ir: torch.Tensor, vi: torch.Tensor, fused: torch.Tensor):
-    """IR | VIS | fused side by side, [H, 3W, 3] uint8."""
-    row = torch.cat([ir.expand(3, -1, -1), vi, fused], dim=2)
-    return (row.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
-REFERENCES = ("ir", "vis", "mean", "max")  # simple fusions every method should beat
-
-
-def reference_fusions(ir_gray: torch.Tensor, vi_gray: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Trivial fusions of the two gray (0..255) sources, scored beside the trained network."""
-    return {"ir": ir_gray, "vis": vi_gray, "mean": ((ir_gray + vi_gray) / 2).round(), "max": torch.maximum(ir_gray, vi_gray)}
-
-
-class DepthProbe:
-    """Depth error of the frozen stage-1 nets on IR, VIS and fused inputs (the ldnf claim:
-    fused images carry better depth cues). Active only when both nets and GT depth exist."""
-
-    def __init__(self, cfg: Config):
-        from fusionlab.metrics.depth import DepthMetrics
-        from fusionlab.models.depth import load_depth_estimator
-
-        self.nets = {}
-        if cfg.inputs.depth_ir and cfg.inputs.depth_vis and Path(cfg.inputs.depth_ir).exists() \
-                and Path(cfg.inputs.depth_vis).exists():
-            self.nets = {"ir": load_depth_estimator(cfg.inputs.depth_ir), "vis": load_depth_estimator(cfg.inputs.depth_vis)}
-        # (input name, net, which image) -> metric state
-        self.pairs = {"ir": ("ir", "ir"), "vis": ("vis", "vi"), "fused-ir-net": ("ir", "fused"),
-                      "fused-vis-net": ("vis", "fused")}
-        self.metrics = {name: DepthMetrics() for name in self.pairs}
-
-    def update(self, batch: dict, fused_rgb: torch.Tensor) -> None:
-        if not self.nets or batch.get("depth") is None:
-            return
-        images = {"ir": batch["ir"], "vi": batch["vi"], "fused": fused_rgb}
-        with torch.no_grad():
-            for name, (net, image) in self.pairs.items():
-                # the IR net takes the fused RGB image through its own adapt_channels (Y)
-                self.metrics[name].update(self.nets[net](images[image]), batch["depth"])
-
-    def compute(self) -> dict[str, float]:
-        if not self.nets or all(m.images == 0 for m in self.metrics.values()):
-            return {}
-        keep = ("AbsRel", "RMSE", "delta1")
-        return {f"depth/{name}/{k}": float(v) for name, m in self.metrics.items()
-                for k, v in m.compute().items() if k in keep}
-
-
-def _mean(rows: list[dict], key: str) -> float:
-    values = [r[key] for r in rows if math.isfinite(r[key])]
-    return sum(values) / len(values) if values else float("nan")
-
-
-def evaluate(net, datamodule, ctx: StageContext, cfg: Config, cache=None) -> dict:
-    """Fuse the eval split into `fused/`, score it (and the simple references) into `eval/`,
-    probe depth on IR / VIS / fused, log panels; returns the metrics for the manifest."""
-    from tqdm import tqdm
-
-    from fusionlab.artifacts import atomic_dir, atomic_write_json, atomic_write_text
-    from fusionlab.data.io import write_image
-    from fusionlab.metrics.functional import fusion_metrics
-    from fusionlab.metrics.gray import to_gray255
-    from fusionlab.models.fusion import fuse_rgb
-
-    device = next(net.parameters()).device
-    net.eval()
-    rows: list[dict] = []
-    ref_rows: dict[str, list[dict]] = {name: [] for name in REFERENCES}
-    depth = DepthProbe(cfg)
-    panels = []
-    with atomic_dir(ctx.output("fused")) as fused_dir, torch.no_grad():
-        for batch in tqdm(datamodule.eval_dataloader(), desc="fuse eval split", leave=False):
-            text = None
-            if net.needs_text and cache is not None:
-                text = cache.get(batch["id"], device)
-            ir, vi = batch["ir"].to(device), batch["vi"].to(device)
-            fused = fuse_rgb(net, ir, vi, text).float().cpu()
-            fused = (fused * 255).round() / 255  # score exactly what is written
-            ir_gray, vi_gray = to_gray255(batch["ir"]), to_gray255(batch["vi"])
-            def score(img, ir_gray=ir_gray, vi_gray=vi_gray):
-                return fusion_metrics(img, ir_gray, vi_gray, convention=cfg.eval.convention, metrics=cfg.eval.metrics)
-
-            scores = score(to_gray255(fused))
-            for name, ref in reference_fusions(ir_gray, vi_gray).items():
-                ref_scores = score(ref)
-                ref_rows[name] += [{k: float(v[i]) for k, v in ref_scores.items()} for i in range(len(batch["id"]))]
-            depth.update(batch, fused)
-            for i, sample_id in enumerate(batch["id"]):
-                write_image(Path(fused_dir) / f"{sample_id}.png", fused[i])
-                rows.append({"id": sample_id, **{k: float(v[i]) for k, v in scores.items()}})
-                if len(panels) < cfg.eval.panels:
-                    panels.append((sample_id, _panel(batch["ir"][i], batch["vi"][i], fused[i])))
-    if not rows:
-        raise PipelineError("the eval split is empty: nothing to fuse")
-    names = [k for k in rows[0] if k != "id"]
-    mean = {k: _mean(rows, k) for k in names}
-    references = {name: {k: _mean(r, k) for k in names} for name, r in ref_rows.items()}
-    depth_scores = depth.compute()
-    summary = {"preset": cfg.preset, "convention": cfg.eval.convention, "images": len(rows), "mean": mean,
-               "references": references, "depth": depth_scores}
-    with atomic_dir(ctx.output("eval")) as eval_dir:
-        eval_dir = Path(eval_dir)
-        atomic_write_json(eval_dir / "metrics.json", summary)
-        csv = ["id," + ",".join(names)] + [r["id"] + "," + ",".join(f"{r[k]:.6f}" for k in names) for r in rows]
-        atomic_write_text(eval_dir / "per_image.csv", "\n".join(csv) + "\n")
-        table = [(cfg.preset, mean), *((f"reference: {n}", v) for n, v in references.items())]
-        md = [f"# {cfg.preset}: {len(rows)} eval images ({cfg.eval.convention} convention)", "",
-              "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
-              *("| " + label + " | " + " | ".join(f"{v[k]:.4f}" for k in names) + " |" for label, v in table)]
-        atomic_write_text(eval_dir / "metrics.md", "\n".join(md) + "\n")
-    run = ctx.wandb_run()
-    if run is not None:
-        import wandb
-
-        run.log({"eval/panels": [wandb.Image(img, caption=f"{sid}: IR | VIS | fused") for sid, img in panels],
-                 **{f"eval/{k}": v for k, v in mean.items()}})
-    out = {f"eval/{k}": v for k, v in mean.items()}
-    out.update({f"ref/{n}/{k}": v for n, vals in references.items() for k, v in vals.items()})
-    out.update(depth_scores)
-    return out
+        max_epochs = max(int(self.trainer.max_epochs or 1), 1)
+        per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max_epochs)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: oc.multiplier(step, per_epoch, max_epochs))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 # --------------------------------------------------------------------------- stage entry point
@@ -507,24 +190,81 @@ def evaluate(net, datamodule, ctx: StageContext, cfg: Config, cache=None) -> dic
 def run(cfg: Config, ctx: StageContext) -> dict:
     from fusionlab.data.datamodule import FusionDataModule
     from fusionlab.models.fusion import save_fusion_model
+    from fusionlab.stages.history import EpochHistory
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = FusionTraining(cfg.model_dump(mode="json"))
     datamodule = FusionDataModule(cfg.data)
     datamodule.require_eval_split()  # the stage ends by fusing and scoring it
-    history = LossHistory()
+    history = EpochHistory(prefix="train/", on="train", name="fusion")
     trainer = ctx.make_trainer(cfg.trainer, name="fusion", callbacks=[history])
     ctx.fit(trainer, module, datamodule, name="fusion")
-    metrics: dict[str, Any] = {"train/loss_epochs": history.epochs, "train/terms": history.terms}
-    if history.epochs:
-        metrics["train/loss_first"], metrics["train/loss_last"] = history.epochs[0], history.epochs[-1]
-    if not ctx.is_global_zero:
+    epochs = history.series("train/loss_epoch")
+    terms = {k[len("train/"):]: history.series(k) for k in dict.fromkeys(k for r in history.rows for k in r)
+             if k.startswith("train/") and not k.startswith("train/loss")}
+    metrics: dict[str, Any] = {"train/loss_epochs": epochs, "train/terms": terms}
+    if epochs:
+        metrics["train/loss_first"], metrics["train/loss_last"] = epochs[0], epochs[-1]
+    import torch.distributed as dist
+
+    sharded = trainer.world_size > 1 and dist.is_available() and dist.is_initialized()
+    if not sharded and not ctx.is_global_zero:
         return metrics
     net = module.net.float().eval()
-    save_fusion_model(ctx.output("fusion"), net, extra={
-        "preset": cfg.preset, "text_guidance": cfg.text_guidance,
-        "depth_loss": cfg.depth_loss if cfg.preset == "ldnf" else None,
-        "needs_text": bool(net.needs_text), "train": {k: v for k, v in metrics.items() if k not in ("train/loss_epochs", "train/terms")}})
-    scores = evaluate(net, datamodule, ctx, cfg, cache=module._cache)
+    if ctx.is_global_zero:
+        save_fusion_model(ctx.output("fusion"), net, extra={
+            "preset": cfg.preset, "text_guidance": cfg.text_guidance, "depth_loss": cfg.depth_loss,
+            "needs_text": bool(net.needs_text),
+            "train": {k: v for k, v in metrics.items() if k not in ("train/loss_epochs", "train/terms")}})
+    scores = evaluate(cfg, ctx, module, net, datamodule, sharded)
     metrics.update({k: (round(v, 6) if math.isfinite(v) else None) for k, v in scores.items()})
     return metrics
+
+
+def evaluate(cfg: Config, ctx: StageContext, module: FusionTraining, net, datamodule, sharded: bool) -> dict:
+    """Fuse the eval split into `fused/` and score it into `eval/` with the evaluator `fusionlab eval`
+    runs. Under DDP every rank fuses a share of the batches and the scores are reduced across ranks;
+    rank 0 writes the tables. Returns the manifest metrics."""
+    import torch.distributed as dist
+
+    from fusionlab.artifacts import atomic_dir
+    from fusionlab.errors import PipelineError
+    from fusionlab.metrics.evaluate import DepthProbe, Evaluator, FusionQuality, score_split, write_tables
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
+    evaluator = Evaluator([FusionQuality(cfg.eval.metrics, cfg.eval.convention)], sync=sharded)
+    depth = DepthProbe(cfg.inputs.depth_ir, cfg.inputs.depth_vis, sync=sharded)
+    staging = atomic_dir(ctx.output("fused")) if rank == 0 else None
+    folder = [str(staging.__enter__()) if staging is not None else None]
+    try:
+        if sharded:
+            dist.broadcast_object_list(folder, src=0)  # every rank writes into rank 0's staging folder
+        panels = score_split(net, datamodule.eval_dataloader(), folder[0], evaluator, cfg.preset,
+                             text_fn=module.text_for if module.cache is not None else None, depth=depth,
+                             panels=cfg.eval.panels if rank == 0 else 0, recorded_dir=ctx.output("fused"),
+                             shard=(rank, world))
+        if sharded:
+            dist.barrier()
+        evaluator.reduce()  # collective under DDP, like depth.compute()
+        depth_scores = depth.compute()
+        if evaluator.summary()[cfg.preset]["n"] == 0:
+            raise PipelineError("the eval split is empty: nothing to fuse")
+    except BaseException as exc:
+        if staging is not None:
+            staging.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    if staging is not None:
+        staging.__exit__(None, None, None)
+        with atomic_dir(ctx.output("eval")) as eval_dir:
+            write_tables(f"{eval_dir}/", evaluator, cfg.eval.convention, extra={"preset": cfg.preset, "depth": depth_scores})
+    means = {m: evaluator.means(m) for m in evaluator.methods}
+    run_ = ctx.wandb_run()
+    if run_ is not None:
+        import wandb
+
+        run_.log({"eval/panels": [wandb.Image(img, caption=f"{sid}: IR | VIS | fused") for sid, img in panels],
+                  **{f"eval/{k}": v for k, v in means[cfg.preset].items()}})
+    scores = {f"eval/{k}": v for k, v in means[cfg.preset].items()}
+    scores.update({f"{m}/{k}": v for m in evaluator.methods if m != cfg.preset for k, v in means[m].items()})
+    scores.update(depth_scores)
+    return scores

@@ -10,9 +10,6 @@ import torch
 
 from fusionlab.errors import DataError
 from fusionlab.metrics import (
-    EN,
-    METRIC_CLASSES,
-    MSE,
     FusionMetrics,
     compute_fusion_metrics,
     fusion_metrics,
@@ -67,15 +64,15 @@ def test_state_merges_like_ddp_reduction():
         assert rank0.compute()[name].item() == pytest.approx(value.item(), rel=1e-12)
 
 
-def test_single_metric_classes():
-    ir, vi, fused = _batch(4)
-    assert set(METRIC_CLASSES) == set(FusionMetrics().names)
-    en = EN()
-    en.update(ir, vi, fused)
-    full = FusionMetrics(metrics=["EN"])
-    full.update(ir, vi, fused)
-    assert en.compute().item() == pytest.approx(full.compute()["EN"].item())
-    assert EN.higher_is_better is True and MSE.higher_is_better is False
+def test_metric_stats_leave_non_finite_values_out_and_count_them():
+    from fusionlab.metrics import MetricStats
+
+    stats = MetricStats(["SCD", "MSE"])
+    stats.update({"SCD": torch.tensor([1.0, float("nan"), 3.0]), "MSE": torch.tensor([2.0, 4.0, 6.0])})
+    summary = stats.summary()
+    assert summary["SCD"] == {"mean": 2.0, "std": 1.0, "n": 2, "nonfinite": 1, "lower_is_better": False}
+    assert summary["MSE"]["mean"] == 4.0 and summary["MSE"]["n"] == 3 and summary["MSE"]["lower_is_better"]
+    assert stats.compute()["SCD"].item() == 2.0
 
 
 def test_compute_fusion_metrics_on_uint8_arrays():

@@ -56,17 +56,19 @@ def stage_config(tiny_dataset, upstream):
         "baseline": {"width": 8, "depth": 2},
         "ldnf": {"features": "conv", "width": 8, "n_blocks": 2, "film_hidden": 16},
         "text2pixels": {"width": 8, "paths": 3, "heads": 2, "attn_stride": 4, "num_codes": 16},
-        "ldfusion": {"width": 8},
+        "ldfusion": {"width": 4, "adain_hidden": 8},
         "tgif": {"dim": 8, "heads": 2, "encoder_blocks": 1, "decoder_blocks": 1, "rounds": 2, "attn_stride": 4},
     }
+    tiny_losses = {"ldfusion": {"n_patches": 2, "min_entropy": 0.0, "vgg_pretrained": None}}
 
     def make(preset: str, **overrides):
         raw = {"stage": "fusion", "preset": preset, "model": tiny_models[preset],
-               "data": {"root": str(tiny_dataset), "batch_size": 3, "val_fraction": 0.25, "flip": False},
+               "data": {"root": str(tiny_dataset), "batch_size": 3, "crop_size": None, "val_fraction": 0.25,
+                        "flip": False},
                "inputs": upstream, "trainer": {"max_epochs": 4, "enable_progress_bar": False,
                                                "log_every_n_steps": 1},
-               "loss": {"ldfusion": {"n_patches": 2, "min_entropy": 0.0}},
-               "optim": {"lr": 3e-3}, "eval": {"panels": 1}}
+               "loss": {preset: tiny_losses.get(preset, {})},
+               "optim": {"lr": 3e-3, "schedule": "constant", "warmup_epochs": 0}, "eval": {"panels": 1}}
         for key, value in overrides.items():
             node = raw
             parts = key.split(".")

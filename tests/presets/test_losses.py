@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
+pytestmark = pytest.mark.fidelity
+
 
 def test_mci_hand_example():
-    from fusionlab.losses.mci_mcg import mci_loss
+    from fusionlab.presets.ldnf.objective import mci_loss
 
     ir = torch.tensor([0.2, 0.8]).view(1, 1, 1, 2)
     vi = torch.tensor([[0.5, 0.1], [0.1, 0.9], [0.3, 0.3]]).view(1, 3, 1, 2)
@@ -21,7 +23,7 @@ def test_mci_hand_example():
 
 
 def test_mcg_hand_example():
-    from fusionlab.losses.mci_mcg import mcg_loss
+    from fusionlab.presets.ldnf.objective import mcg_loss
 
     # VIS channel c is a horizontal ramp a_c * column over 4 columns. Unnormalised Sobel with
     # replicated borders: 8 a inside, 4 a at the two edge columns -> mean |∇| = 6 a per channel.
@@ -35,7 +37,7 @@ def test_mcg_hand_example():
 
 
 def test_direction_loss_eq3_hand_example():
-    from fusionlab.losses.language import direction_loss
+    from fusionlab.presets.ldfusion.language import direction_loss
 
     txt_f, txt_ir, txt_vs = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), torch.tensor([0.0, -1.0])
     img_f, img_ir, img_vs = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 1.0]])
@@ -45,7 +47,7 @@ def test_direction_loss_eq3_hand_example():
 
 
 def test_regulariser_phi_eq7_hand_example():
-    from fusionlab.losses.language import direction_regulariser
+    from fusionlab.presets.ldfusion.language import direction_regulariser
 
     img_f, img_ir, img_vs = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 1.0]])
     # |1 - cos(f, vs)| + |1 - cos(f, ir)| = (1 - 1/√2) + (1 - 0)
@@ -53,7 +55,7 @@ def test_regulariser_phi_eq7_hand_example():
 
 
 def test_entropy_and_patch_filter():
-    from fusionlab.losses.language import image_entropy, informative
+    from fusionlab.presets.ldfusion.language import image_entropy, informative
 
     two_levels = torch.tensor([0.0, 0.0, 1.0, 1.0]).view(1, 1, 2, 2)
     four_levels = torch.tensor([0, 85, 170, 255], dtype=torch.float).view(1, 1, 2, 2) / 255
@@ -62,20 +64,22 @@ def test_entropy_and_patch_filter():
     assert float(image_entropy(four_levels)) == pytest.approx(2.0)
     assert float(image_entropy(all_levels)) == pytest.approx(8.0)
     flat = torch.full((1, 1, 16, 16), 0.3)
-    # kept when either source carries >= σ = 6 bits; a patch flat in both sources is dropped
-    keep = informative(torch.cat([all_levels, flat, flat]), torch.cat([flat, all_levels, flat]), sigma=6.0)
-    assert keep.tolist() == [True, True, False]
+    ir, vi = torch.cat([all_levels, flat, flat, all_levels]), torch.cat([flat, all_levels, flat, all_levels])
+    # default (the authors' trainer): both sources must carry >= σ = 6 bits
+    assert informative(ir, vi, sigma=6.0).tolist() == [False, False, False, True]
+    # the other reading of "patches where the source images are with little information"
+    assert informative(ir, vi, sigma=6.0, rule="any").tolist() == [True, True, False, True]
 
 
 def test_language_loss_drops_flat_patches_and_scales_sizes():
-    from fusionlab.losses.language import LanguageLoss, patch_size_range
+    from fusionlab.presets.ldfusion.language import LanguageLoss, patch_size_range
 
     assert patch_size_range(480, 640) == (112, 180)
     assert patch_size_range(112, 200) == (56, 90)   # half the 224 px reference
     torch.manual_seed(0)
     encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     prompts = {"ir": torch.randn(4), "vis": torch.randn(4), "fused": torch.randn(4)}
-    loss = LanguageLoss(encoder, prompts, n_patches=3, min_entropy=6.0)
+    loss = LanguageLoss(encoder, prompts, n_patches=3, min_entropy=6.0, patch_rule="any")
     flat = torch.full((2, 1, 40, 40), 0.5)
     out = loss(flat.clone().requires_grad_(), flat, flat)
     assert float(out["patches_kept"]) == 0  # nothing informative: whole-image term only
@@ -88,28 +92,45 @@ def test_language_loss_drops_flat_patches_and_scales_sizes():
 
 
 def test_saliency_weights_hand_example():
-    from fusionlab.losses.saliency import saliency_map, saliency_weights
+    from fusionlab.presets.text2pixels.objective import saliency_map, saliency_weights
 
     x = torch.tensor([0.0, 0.0, 1.0, 1.0]).view(1, 1, 2, 2)   # H(0) = H(255) = 1/2
     y = torch.tensor([0.0, 0.0, 0.0, 1.0]).view(1, 1, 2, 2)   # H(0) = 3/4, H(255) = 1/4
     # S_x = 127.5 everywhere; S_y(0) = 1/4 * 255 = 63.75, S_y(255) = 3/4 * 255 = 191.25
     assert saliency_map(x).flatten().tolist() == pytest.approx([127.5] * 4)
     assert saliency_map(y).flatten().tolist() == pytest.approx([63.75, 63.75, 63.75, 191.25])
+    # as printed: ω₁ = S_x / |S_x - S_y| = 127.5 / 63.75 = 2 everywhere, ω₂ = 1 - ω₁ = -1
     w1, w2 = saliency_weights(x, y)
+    assert w1.flatten().tolist() == pytest.approx([2.0] * 4) and w2.flatten().tolist() == pytest.approx([-1.0] * 4)
+    # where the saliencies agree the printed form is unbounded: |S_x - S_y| is floored at one grey level
+    assert saliency_weights(x, x)[0].flatten().tolist() == pytest.approx([127.5] * 4)
+    # fusionlab's normalised reading: S_x / (S_x + S_y)
+    w1, w2 = saliency_weights(x, y, "normalised")
     assert w1.flatten().tolist() == pytest.approx([2 / 3, 2 / 3, 2 / 3, 0.4], rel=1e-5)
     assert (w1 + w2).flatten().tolist() == pytest.approx([1.0] * 4)
 
 
-def test_content_consistency_prefers_salient_source():
-    from fusionlab.losses.saliency import content_consistency_loss
+def test_content_consistency_compares_with_the_weighted_sources_eq9():
+    import kornia
 
+    from fusionlab.losses.gradient import sobel_magnitude
+    from fusionlab.presets.text2pixels.objective import content_consistency_loss, saliency_weights
+
+    # flat images: z = 0.5, I₁ = 1, I₂ = 0, equal saliency -> normalised ω₁ = ω₂ = 1/2, so the targets
+    # are ω₁I₁ = 0.5 (matched: no loss) and ω₂I₂ = 0: pixel term |0.5 - 0| = 0.5, gradient terms 0, and
+    # SSIM of two constants μ = 0.5, 0 is (2·0.5·0 + C1) / (0.25 + 0 + C1) with C1 = 0.01²
+    z, a, b = torch.full((1, 1, 11, 11), 0.5), torch.ones(1, 1, 11, 11), torch.zeros(1, 1, 11, 11)
+    c1 = 0.01 ** 2
+    assert float(content_consistency_loss(z, a, b, "normalised")) == pytest.approx(0.5 + 1 - c1 / (0.25 + c1), abs=1e-5)
     torch.manual_seed(0)
-    ir = torch.zeros(1, 1, 24, 24)
-    ir[..., 8:16, 8:16] = 1.0                      # a hot target: very salient in IR
-    vi = torch.rand(1, 1, 24, 24) * 0.2 + 0.4       # low-contrast texture
-    follows_ir = content_consistency_loss(ir, ir, vi)
-    follows_vi = content_consistency_loss(vi, ir, vi)
-    assert float(follows_ir) < float(follows_vi)
+    ir, vi = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
+    for rule in ("printed", "normalised"):
+        w1, w2 = saliency_weights(ir, vi, rule)
+        z = w1 * ir  # matches the first target exactly: only the term against ω₂·I₂ is left
+        t2 = w2 * vi
+        by_hand = (1 - kornia.metrics.ssim(z, t2, 11).mean()) + (z - t2).abs().mean() \
+            + (sobel_magnitude(z) - sobel_magnitude(t2)).abs().mean()
+        assert float(content_consistency_loss(z, ir, vi, rule)) == pytest.approx(float(by_hand), rel=1e-5), rule
 
 
 def test_codebook_loss_and_quantisation_hand_example():
@@ -133,7 +154,7 @@ def test_codebook_loss_and_quantisation_hand_example():
 
 
 def test_structure_loss_and_alpha_weights():
-    from fusionlab.losses.structure import alpha_weights, structure_loss
+    from fusionlab.presets.text2pixels.objective import alpha_weights, structure_loss
 
     torch.manual_seed(0)
     z = torch.rand(1, 1, 24, 24)
@@ -143,10 +164,15 @@ def test_structure_loss_and_alpha_weights():
     assert float(a1) == 0.0 and float(a2) == pytest.approx(1.0, abs=1e-4)  # SSIM(z, z) = 1
     a1, _ = alpha_weights(z, z, z, torch.rand(1, 1, 24, 24))
     assert 0.0 < float(a1) < 1.0
+    # α₂ = mean SSIM(z, {x, y}) as is (eq. 10); the floor is fusionlab's opt-in switch
+    flat = torch.full((1, 1, 24, 24), 0.5)
+    _, a2 = alpha_weights(flat, None, z, z)
+    assert float(a2) < 0.1
+    assert float(alpha_weights(flat, None, z, z, floor=0.1)[1]) == pytest.approx(0.1)
 
 
 def test_tgif_loss_weights_gradient_by_20():
-    from fusionlab.losses.tgif import tgif_loss
+    from fusionlab.presets.tgif.objective import tgif_loss
 
     torch.manual_seed(0)
     ir, y, f = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
@@ -156,7 +182,7 @@ def test_tgif_loss_weights_gradient_by_20():
 
 
 def test_depth_loss_targets_gt_where_valid_else_source_depth():
-    from fusionlab.losses.depth_loss import DepthDrivenLoss
+    from fusionlab.presets.ldnf.objective import DepthDrivenLoss
 
     class Const(torch.nn.Module):  # "depth" = 1 + mean intensity, so it depends on the image
         def forward(self, x):

@@ -33,14 +33,19 @@ def test_preset_trains_and_evaluates(preset, stage_config, context):
         assert _falls(losses), losses
 
     fused = sorted(p.name for p in (context.out_dir / "fused").glob("*.png"))
-    table = json.loads((context.out_dir / "eval" / "metrics.json").read_text())
-    assert len(fused) == table["images"] == 2
-    assert {"EN", "SD", "Qabf", "SSIM"} <= set(table["mean"])
-    assert metrics["eval/EN"] == pytest.approx(table["mean"]["EN"], abs=1e-5)
-    assert (context.out_dir / "eval" / "metrics.md").read_text().count("|") > 8
+    eval_dir = context.out_dir / "eval"
+    table = json.loads((eval_dir / "summary.json").read_text())  # written by the evaluator `fusionlab eval` runs
+    mine = table["methods"][preset]
+    assert len(fused) == mine["n"] == 2 and table["preset"] == preset and table["convention"] == "cddfuse"
+    assert {"EN", "SD", "Qabf", "SSIM"} <= set(mine["metrics"])
+    assert metrics["eval/EN"] == pytest.approx(mine["metrics"]["EN"]["mean"], abs=1e-5)
+    assert f"| {preset} | 2 |" in (eval_dir / "summary.md").read_text()
+    assert (eval_dir / "comparison.md").read_text().count("|") > 8
+    rows = (eval_dir / "per_image.csv").read_text().splitlines()
+    assert len(rows) == 1 + 5 * 2 and sum(f"{context.out_dir}/fused/" in r for r in rows) == 2
     # the simple references are scored on the same images
-    assert set(table["references"]) == {"ir", "vis", "mean", "max"}
-    assert metrics["ref/max/EN"] == pytest.approx(table["references"]["max"]["EN"], abs=1e-5)
+    assert set(table["methods"]) == {preset, "ref/ir", "ref/vis", "ref/mean", "ref/max"}
+    assert metrics["ref/max/EN"] == pytest.approx(table["methods"]["ref/max"]["metrics"]["EN"]["mean"], abs=1e-5)
     assert metrics["ref/ir/SD"] != pytest.approx(metrics["ref/vis/SD"])
     # the frozen depth nets are probed on IR, VIS and fused inputs against the synthetic depth
     for source in ("ir", "vis", "fused-ir-net", "fused-vis-net"):
@@ -56,3 +61,34 @@ def test_preset_trains_and_evaluates(preset, stage_config, context):
         cache = EmbeddingCache(cfg.inputs.embeddings)
         text = cache.get(cache.ids[:1])
     assert fuse_rgb(net, ir, vi, text).shape == (1, 3, 21, 27)
+
+
+@pytest.mark.slow
+def test_eval_split_is_shared_by_ddp_ranks_and_reduced(tmp_path, tiny_dataset):
+    """`trainer.devices=2`: each rank fuses half the eval batches; the tables cover all of them."""
+    import csv
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "fusion"
+    nulls = [f"inputs.{k}=null" for k in ("depth_ir", "depth_vis", "denoiser", "embeddings", "clip", "prompts")]
+    cmd = [sys.executable, "-m", "fusionlab", "stage", str(repo / "stages" / "4-fusion.yaml"), "--out", str(out),
+           "preset=baseline", f"data.root={tiny_dataset}", "data.val_fraction=0.5", "data.batch_size=1",
+           "data.crop_size=null", "model.width=4", "model.depth=1", "trainer.max_epochs=1", "trainer.accelerator=cpu",
+           "trainer.devices=2", "trainer.strategy=ddp", "trainer.enable_progress_bar=false", *nulls]
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = json.loads((out / "eval" / "summary.json").read_text())
+    fused = sorted(p.stem for p in (out / "fused").glob("*.png"))
+    assert len(fused) == 4 and table["methods"]["baseline"]["n"] == 4  # both ranks' halves
+    with open(out / "eval" / "per_image.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["method"] == "baseline"]
+    assert sorted(r["image"] for r in rows) == fused
+    mean_en = sum(float(r["EN"]) for r in rows) / len(rows)
+    assert table["methods"]["baseline"]["metrics"]["EN"]["mean"] == pytest.approx(mean_en, rel=1e-9)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["eval/EN"] == pytest.approx(mean_en, abs=1e-5)

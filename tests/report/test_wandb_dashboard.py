@@ -27,7 +27,8 @@ SOURCES = {
     "depth": [("fusionlab/stages/depth.py", False), ("fusionlab/metrics/depth.py", True)],  # DepthModule: val_{name.lower()}
     "denoiser": [("fusionlab/stages/denoiser.py", False)],
     "captions": [("fusionlab/stages/captions.py", False)],
-    "fusion": [("fusionlab/stages/fusion.py", False)],
+    "fusion": [("fusionlab/stages/fusion.py", False), ("fusionlab/metrics/evaluate.py", False),  # loss terms:
+               *((str(p.relative_to(REPO)), False) for p in sorted(REPO.glob("fusionlab/presets/*/objective.py")))],
     "detect": [("fusionlab/stages/detect.py", False), ("fusionlab/detection_protocol.py", False)],
 }
 COMMON = [("fusionlab/pipeline/stage_process.py", False)]  # summary: final metrics + wall_time_s

@@ -4,6 +4,7 @@
 from fusionlab.models.fusion.base import (
     FusionNet,
     build_fusion_model,
+    forward_padded,
     fuse_rgb,
     load_fusion_model,
     pad_multiple,
@@ -18,6 +19,7 @@ from fusionlab.models.fusion.base import (
 __all__ = [
     "FusionNet",
     "build_fusion_model",
+    "forward_padded",
     "fuse_rgb",
     "load_fusion_model",
     "pad_multiple",

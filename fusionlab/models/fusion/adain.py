@@ -20,7 +20,7 @@ def adain(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float =
 
 class AdaINParams(nn.Module):
     """Sources [B,in,H,W] -> [(γ_i [B,C_i], β_i [B,C_i])]: strided convs + ReLU, global average
-    pooling, a linear layer (the dashed box of the paper's fig. 6). γ starts near 1."""
+    pooling, linear layers (the dashed box of the paper's fig. 6). γ starts at 1, β at 0."""
 
     def __init__(self, in_channels: int, channels: list[int], hidden: int = 32):
         super().__init__()
@@ -29,9 +29,9 @@ class AdaINParams(nn.Module):
             nn.Conv2d(in_channels, hidden, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.ReLU())
-        self.linear = nn.Linear(hidden, 2 * sum(self.channels))
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        self.linear = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2 * sum(self.channels)))
+        nn.init.zeros_(self.linear[-1].weight)
+        nn.init.zeros_(self.linear[-1].bias)
 
     def forward(self, sources: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         params = self.linear(self.convs(sources).mean((2, 3)))

@@ -6,16 +6,16 @@ only: the output is the fused Y and colour comes back from the visible image's C
 most published methods keep colour without learning it). Nets with `out_channels == 3` produce RGB
 directly. `fuse_rgb` hides that difference, and the padding to `net.multiple`, from callers.
 
-Presets register themselves with `@register_fusion_model("name")`; `build_fusion_model` finds a
-preset that is not registered yet by importing `fusionlab.models.fusion.<name>`, so nothing is
-imported until it is used. Saved models are a folder of safetensors + JSON config
-(`fusionlab.artifacts.save_model`), and the config holds everything `build_fusion_model` needs.
+Preset networks live in `fusionlab/presets/<name>/net.py` and register themselves with
+`@register_fusion_model("name")`; `build_fusion_model` imports a preset's net the first time its
+name is asked for (the preset registry names it), so nothing is imported until it is used. Saved
+models are a folder of safetensors + JSON config (`fusionlab.artifacts.save_model`), and the
+config holds everything `build_fusion_model` needs.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 from pathlib import Path
 
 import torch
@@ -27,7 +27,6 @@ from fusionlab.errors import ConfigError, PipelineError
 
 ARTIFACT_KIND = "fusion"
 _REGISTRY: dict[str, type["FusionNet"]] = {}
-_KNOWN_MODULES = ("baseline", "ldnf", "text2pixels", "ldfusion", "tgif")
 
 
 class FusionNet(nn.Module):
@@ -86,24 +85,18 @@ def register_fusion_model(name: str):
 
 
 def registered_fusion_models() -> list[str]:
-    """Names that `build_fusion_model` accepts (importing the known preset modules first)."""
-    for mod in _KNOWN_MODULES:
-        _try_import(mod)
-    return sorted(_REGISTRY)
+    """Names that `build_fusion_model` accepts: every preset's net, plus nets registered in code."""
+    from fusionlab.presets import preset_names
 
-
-def _try_import(name: str) -> None:
-    module = f"fusionlab.models.fusion.{name}"
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:  # the module exists but one of its imports is missing
-            raise
+    return sorted(set(preset_names()) | set(_REGISTRY))
 
 
 def _lookup(name: str) -> type[FusionNet]:
-    if name not in _REGISTRY and isinstance(name, str) and name.isidentifier():
-        _try_import(name)
+    if name not in _REGISTRY:
+        from fusionlab.presets import get_preset, preset_names
+
+        if name in preset_names():
+            _ = get_preset(name).net_class  # importing the net module registers it
     if name not in _REGISTRY:
         known = registered_fusion_models()
         close = difflib.get_close_matches(str(name), known, n=1)
@@ -197,6 +190,19 @@ def restore_colour(fused: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
     return (vi + (fused - rgb_to_y(vi))).clamp_(0.0, 1.0)
 
 
+def forward_padded(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None,
+                   stats: dict | None = None) -> torch.Tensor:
+    """`net(ir, vi, text)` at any input size: padded to `net.multiple`, the output cropped back.
+
+    Training calls it too, so a net that down- and upsamples trains on crops of any size.
+    """
+    multiple = int(getattr(net, "multiple", 1) or 1)
+    ir_p, size = pad_multiple(ir, multiple)
+    vi_p, _ = pad_multiple(vi, multiple)
+    out = net(ir_p, vi_p, text) if stats is None else net(ir_p, vi_p, text, stats=stats)
+    return unpad(out, size)
+
+
 def fuse_rgb(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None,
              stats: dict | None = None) -> torch.Tensor:
     """Run `net` at any input size and return RGB [B,3,H,W] in [0,1].
@@ -209,13 +215,9 @@ def fuse_rgb(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | No
             f"fusion model '{net.config.get('name', type(net).__name__)}' needs text at inference; "
             "pass captions (fuse --captions FILE) or embeddings"
         )
-    multiple = int(getattr(net, "multiple", 1) or 1)
-    ir_p, size = pad_multiple(ir, multiple)
-    vi_p, _ = pad_multiple(vi, multiple)
     if stats is None:
         stats = net.image_stats(ir, vi)
-    out = net(ir_p, vi_p, text) if stats is None else net(ir_p, vi_p, text, stats=stats)
-    out = unpad(out, size).float()
+    out = forward_padded(net, ir, vi, text, stats).float()
     if out.shape[1] == 1:
         return restore_colour(out.clamp(0.0, 1.0), vi.float())
     return out.clamp(0.0, 1.0)

@@ -34,5 +34,5 @@ class Codebook(nn.Module):
         flat = z.permute(0, 2, 3, 1).reshape(-1, c)
         z_q, index = self.quantise(flat)
         loss = codebook_loss(flat, z_q)
-        z_st = flat + (z_q - flat).detach()
+        z_st = z_q.detach() + (flat - flat.detach())  # the value is exactly q(z); the gradient goes to z
         return z_st.view(b, h, w, c).permute(0, 3, 1, 2), loss, index.view(b, h, w)

@@ -1,11 +1,16 @@
-"""`text2pixels`: multi-level feature extractor (eq. 1) per modality, intra-domain self-attention,
-inter-domain cross-attention to the CLIP caption tokens, codebook quantisation, and a decoder to
-the fused luminance.
+"""`text2pixels`: multi-level feature extractor (eq. 1) per modality, intra-domain self-attention
+(eq. 2-3) and inter-domain cross-attention to the CLIP caption tokens (eq. 4), codebook
+quantisation of the fused features (eq. 5-6), and a conv decoder to the fused Y.
 
-Attention runs on a grid pooled by `attn_stride` (global attention over every pixel of a 640x480
-image would need gigabytes); its result is upsampled and added back to the full-resolution
-features. The codebook loss g(z) of the last forward pass is left in `self.aux_losses` for the
-training step. Ablations: `self_attention`, `text_guidance` (the cross-attention), `codebook`.
+When the codebook is on, the decoder receives exactly the quantised features q(z) (straight-through
+gradients), so quantisation constrains what is decoded; `codebook: false` decodes the continuous
+features. Attention runs on a grid average-pooled by `attn_stride` (the paper does not say at
+which resolution; full-resolution self-attention over every pixel does not fit in memory), and
+its update is upsampled and added. fusionlab addition, off by default: `prior: max` makes the
+output a zero-initialised logit residual over max(IR, Y). The codebook loss g(z) of the last
+forward pass is left in `self.aux_losses` for the objective.
+Ablations: `text_guidance: false` (no cross-attention, Att_C), `self_attention: false` (Att_S),
+`codebook: false`.
 """
 
 from __future__ import annotations
@@ -48,9 +53,13 @@ class Text2Pixels(FusionNet):
 
     out_channels = 1
 
-    def __init__(self, width: int = 16, paths: int = 6, heads: int = 4, token_dim: int = 512, attn_stride: int = 4,
-                 num_codes: int = 64, text_guidance: bool = True, self_attention: bool = True, codebook: bool = True):
+    def __init__(self, width: int = 64, paths: int = 6, heads: int = 8, token_dim: int = 512, attn_stride: int = 4,
+                 num_codes: int = 512, text_guidance: bool = True, self_attention: bool = True, codebook: bool = True,
+                 prior: str = "none"):
         super().__init__()
+        if prior not in ("none", "max"):
+            raise ValueError(f"text2pixels: prior must be 'none' or 'max', got {prior!r}")
+        self.prior = prior
         if width % heads:
             raise ValueError(f"text2pixels: width {width} is not divisible by heads {heads}")
         self.needs_text = bool(text_guidance)
@@ -63,11 +72,12 @@ class Text2Pixels(FusionNet):
         self.merge = nn.Conv2d(2 * width, width, 1)
         self.codebook = Codebook(num_codes, width) if codebook else None
         self.decoder = nn.Sequential(
-            nn.Conv2d(2 * width, width, 3, padding=1, padding_mode="replicate"), nn.LeakyReLU(0.1),
+            nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"), nn.LeakyReLU(0.1),
             nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"), nn.LeakyReLU(0.1),
             nn.Conv2d(width, 1, 3, padding=1, padding_mode="replicate"))
-        nn.init.zeros_(self.decoder[-1].weight)
-        nn.init.zeros_(self.decoder[-1].bias)
+        if prior == "max":  # start exactly at max(IR, Y)
+            nn.init.zeros_(self.decoder[-1].weight)
+            nn.init.zeros_(self.decoder[-1].bias)
         self.aux_losses: dict[str, torch.Tensor] = {}
 
     def _domain(self, f: torch.Tensor, i: int, text: dict | None) -> torch.Tensor:
@@ -92,6 +102,8 @@ class Text2Pixels(FusionNet):
         else:
             quantised = fused
             self.aux_losses = {}
-        delta = self.decoder(torch.cat([quantised, fused], 1))
+        out = self.decoder(quantised)  # exactly q(z) when the codebook is on (eq. 6)
+        if self.prior == "none":
+            return torch.sigmoid(out)
         base = torch.maximum(ir, y).clamp(1e-3, 1 - 1e-3)
-        return torch.sigmoid(torch.logit(base) + delta)
+        return torch.sigmoid(torch.logit(base) + out)

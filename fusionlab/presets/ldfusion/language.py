@@ -3,9 +3,13 @@
 Three prompt embeddings (`ir`, `vis`, `fused`: "an infrared image", "a visible gray image",
 "a clear image with detailed background and salient objects") define the direction in which the
 fusion should move the sources. The CLIP image embeddings of sources and fusion must move the
-same way (L_d, eq. 3), without collapsing onto either source (Φ, eq. 7). The loss is applied to the
+same way (L_d, eq. 3), regularised by Φ (eq. 7, as printed: |1 - cos| to each source; the prose
+says minimising it keeps the fusion away from the sources, which the printed formula, and the
+authors' code, do not do). The loss is applied to the
 whole image and to random patches with random affine warps; patches whose sources carry little
 information (entropy < σ, eq. 17) are dropped, because there CLIP "imagines" text-like artifacts.
+The paper leaves open whether "little information" means in both sources or in either; the default
+`rule: both` keeps a patch only when both sources are informative, as the authors' trainer does.
 CLIP runs in training only: the fusion network itself never sees it.
 """
 
@@ -44,9 +48,15 @@ def image_entropy(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
     return -(p * torch.log2(p.clamp_min(1e-12))).sum(1)
 
 
-def informative(ir_patches: torch.Tensor, vi_patches: torch.Tensor, sigma: float = 6.0) -> torch.Tensor:
-    """Patch filter (sec. 3.4.3): keep a patch when at least one source has entropy ≥ σ. Returns bool [N]."""
-    return torch.maximum(image_entropy(ir_patches), image_entropy(vi_patches)) >= sigma
+def informative(ir_patches: torch.Tensor, vi_patches: torch.Tensor, sigma: float = 6.0, rule: str = "both") -> torch.Tensor:
+    """Patch filter (sec. 3.4.3): keep a patch when both sources ("both", as the authors' released
+    trainer does) or at least one ("any") reach entropy σ. Returns bool [N]."""
+    ent_ir, ent_vi = image_entropy(ir_patches), image_entropy(vi_patches)
+    if rule == "both":
+        return torch.minimum(ent_ir, ent_vi) >= sigma
+    if rule == "any":
+        return torch.maximum(ent_ir, ent_vi) >= sigma
+    raise ValueError(f"patch filter rule must be 'both' or 'any', got {rule!r}")
 
 
 def patch_size_range(height: int, width: int, low: int = 112, high: int = 180) -> tuple[int, int]:
@@ -71,7 +81,7 @@ class LanguageLoss(nn.Module):
 
     def __init__(self, encode_image: Callable[[torch.Tensor], torch.Tensor], prompts: dict[str, torch.Tensor],
                  lam: float = 0.5, n_patches: int = 4, min_entropy: float = 6.0, patch_px: tuple[int, int] = (112, 180),
-                 affine_degrees: float = 10.0):
+                 affine_degrees: float = 5.0, patch_rule: str = "both"):
         super().__init__()
         import kornia.augmentation as K
 
@@ -81,6 +91,7 @@ class LanguageLoss(nn.Module):
                 raise KeyError(f"prompt embeddings need '{name}' (have {sorted(prompts)})")
             self.register_buffer(f"txt_{name}", prompts[name].detach().float().flatten(), persistent=False)
         self.lam, self.n_patches, self.min_entropy, self.patch_px = lam, n_patches, min_entropy, patch_px
+        self.patch_rule = patch_rule
         self.affine = K.RandomAffine(degrees=affine_degrees, translate=(0.05, 0.05), scale=(0.9, 1.1), shear=5.0,
                                      padding_mode="reflection", p=1.0)
 
@@ -105,7 +116,7 @@ class LanguageLoss(nn.Module):
                 stack = torch.cat([_three(fused[i:i + 1]), _three(ir[i:i + 1]), _three(vi[i:i + 1])], 1)[..., y:y + s, x:x + s]
                 crops.append(F.interpolate(stack, size=(hi, hi), mode="bilinear", align_corners=False))
         stack = torch.cat(crops)
-        keep = informative(stack[:, 3:6], stack[:, 6:9], self.min_entropy)
+        keep = informative(stack[:, 3:6], stack[:, 6:9], self.min_entropy, self.patch_rule)
         stack = self.affine(stack[keep]) if keep.any() else stack[keep]
         return stack[:, 0:3], stack[:, 3:6], stack[:, 6:9]
 

@@ -1,13 +1,17 @@
-"""`tgif` (Text-Guided Image Fusion): Restormer encoder (M blocks) per source, text-guided
-cross-attention repeated `rounds` times, fusion, Restormer decoder (N blocks) -> fused Y.
+"""`tgif` (Text-Guided Image Fusion): Restormer encoder V (M blocks, weights shared by the two
+sources), text-guided cross-attention repeated `rounds` times per source, fusion, Restormer
+decoder D (N blocks) -> fused Y.
 
 In the cross-attention the caption tokens are the queries and the image features the keys and
 values (as in the paper). Each round (i) updates the text queries with the image content they
 attend to, and (ii) hands the text back to the pixels through the transposed attention map, so
 the pixels each token singled out receive its semantics - the "highlighting" of relevant regions
-the paper describes. Cross-attention runs on a grid pooled by `attn_stride` (tokens x pixels
-attention at full resolution does not fit a CPU); its update is upsampled and added.
-Ablation: `text_guidance: false` removes the cross-attention.
+the paper describes (the paper does not say how the pixels receive the text; this is our
+reading). `attn_stride > 1` runs the cross-attention on an average-pooled grid and upsamples its
+update (a CPU saving, not in the paper; the default 1 is full resolution).
+`text_guidance: false` removes the adapter and the cross-attention: the net then sees no text at
+all, which is NOT the paper's "w/o text" row (Exp. I still uses the initial text; see README.md).
+fusionlab addition, off by default: `prior: max` (a zero-initialised logit residual over max(IR, Y)).
 """
 
 from __future__ import annotations
@@ -31,8 +35,6 @@ class TextQueryCrossAttention(nn.Module):
         self.text_out = nn.Linear(dim, dim)
         self.image_out = nn.Conv2d(dim, dim, 1)
         self.norm_text = nn.LayerNorm(dim)
-        nn.init.zeros_(self.image_out.weight)
-        nn.init.zeros_(self.image_out.bias)
 
     def forward(self, text: torch.Tensor, mask: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, h, w = image.shape
@@ -54,8 +56,12 @@ class TGIF(FusionNet):
     out_channels = 1
 
     def __init__(self, dim: int = 64, heads: int = 8, encoder_blocks: int = 2, decoder_blocks: int = 3,
-                 token_dim: int = 512, rounds: int = 2, attn_stride: int = 4, text_guidance: bool = True):
+                 token_dim: int = 512, rounds: int = 2, attn_stride: int = 1, text_guidance: bool = True,
+                 prior: str = "none"):
         super().__init__()
+        if prior not in ("none", "max"):
+            raise ValueError(f"tgif: prior must be 'none' or 'max', got {prior!r}")
+        self.prior = prior
         self.needs_text = bool(text_guidance)
         self.attn_stride = attn_stride
         self.multiple = attn_stride
@@ -68,8 +74,9 @@ class TGIF(FusionNet):
         self.merge = nn.Conv2d(2 * dim, dim, 1)
         self.decoder = nn.Sequential(*[RestormerBlock(dim, heads) for _ in range(decoder_blocks)])
         self.head = nn.Conv2d(dim, 1, 3, padding=1, padding_mode="replicate")
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        if prior == "max":  # start exactly at max(IR, Y)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def _text(self, text: dict, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Adapted caption tokens and their mask (shared by the IR and VIS branches)."""
@@ -92,6 +99,8 @@ class TGIF(FusionNet):
         if self.needs_text and text is not None:
             tokens, mask = self._text(text, f_ir)
             f_ir, f_vi = self._guide(f_ir, tokens, mask), self._guide(f_vi, tokens, mask)
-        delta = self.head(self.decoder(self.merge(torch.cat([f_ir, f_vi], 1))))
+        out = self.head(self.decoder(self.merge(torch.cat([f_ir, f_vi], 1))))
+        if self.prior == "none":
+            return torch.sigmoid(out)
         base = torch.maximum(ir, y).clamp(1e-3, 1 - 1e-3)
-        return torch.sigmoid(torch.logit(base) + delta)
+        return torch.sigmoid(torch.logit(base) + out)
