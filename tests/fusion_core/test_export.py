@@ -44,7 +44,7 @@ def test_export_refuses_text_presets(tmp_path):
 
 
 def test_export_keeps_the_pad_to_multiple_step(tmp_path):
-    """A net with `multiple` > 1 (tgif pads to its attention stride): the graph pads odd sizes
+    """A net with `multiple` > 1 (tgif with attention stride 2 pads to it): the graph pads odd sizes
     exactly as `fuse_rgb` does, and the export creates missing parent folders."""
     pytest.importorskip("onnx", reason="onnx is not installed (pip install onnx onnxruntime)")
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
@@ -53,7 +53,7 @@ def test_export_keeps_the_pad_to_multiple_step(tmp_path):
 
     torch.manual_seed(0)
     net = build_fusion_model({"name": "tgif", "dim": 8, "heads": 2, "encoder_blocks": 1, "decoder_blocks": 1,
-                              "text_guidance": False}).eval()
+                              "attn_stride": 2, "text_guidance": False}).eval()
     assert net.multiple > 1
     with torch.no_grad():
         net.head.weight.normal_(0, 0.1)  # a non-zero head, so the net's output depends on its padding

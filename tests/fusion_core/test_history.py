@@ -47,7 +47,6 @@ def _fit(ctx, epochs):
 
 def test_history_survives_a_resume(tmp_path):
     ctx = StageContext(name="t", out_dir=tmp_path, key="k", wandb=WandbSettings(enabled=False))
-    ctx.prepare_checkpoints()
     train, val = _fit(ctx, 2)
     assert [r["epoch"] for r in train.rows] == [0, 1] and "train/loss_step" not in train.rows[0]
     losses = train.series("train/loss_epoch")

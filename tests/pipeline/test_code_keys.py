@@ -58,16 +58,16 @@ def test_code_hash_follows_the_import_closure_and_the_hook(package_copy, monkeyp
     _edit(package_copy / "commands" / "eval.py")
     assert _hashes(package_copy, hook, stages=tuple(STAGE_TYPES)) == every, "report.py and commands are no stage's code"
 
-    _edit(package_copy / "losses" / "tgif.py")  # the tgif preset's loss, imported inside the stage
+    _edit(package_copy / "presets" / "tgif" / "objective.py")  # the tgif preset's objective, loaded by name
     after = _hashes(package_copy, hook)
     assert after["fusion"] != before["fusion"]
     assert after["synth"] == before["synth"] and after["denoiser"] == before["denoiser"]
 
-    # the preset's net is imported by name: only the hook puts it into the key
+    # the preset's net is imported by name: only the hook puts it into the key, and only the chosen preset's
     ldnf = {"fusion": fusion.code_dependencies({"preset": "ldnf"})}
     only = ("fusion",)
     tgif_before, ldnf_before = after["fusion"], _hashes(package_copy, ldnf, only)["fusion"]
-    _edit(package_copy / "models" / "fusion" / "tgif.py")
+    _edit(package_copy / "presets" / "tgif" / "net.py")
     assert _hashes(package_copy, hook, only)["fusion"] != tgif_before
     assert _hashes(package_copy, ldnf, only)["fusion"] == ldnf_before
 

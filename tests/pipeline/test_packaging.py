@@ -51,8 +51,10 @@ def test_wheel_carries_the_yamls_and_the_shipped_model(installed, repo_dir):
     configs = installed / "fusionlab" / "configs"
     for name in ("pipeline.yaml", "roadscene.yaml", "1-depth.yaml", "4-fusion.yaml"):
         assert (configs / name).read_bytes() == (repo_dir / "stages" / name).read_bytes(), name
-    presets = sorted(p.name for p in (repo_dir / "stages" / "presets").glob("*.yaml"))
-    assert presets and sorted(p.name for p in (configs / "presets").glob("*.yaml")) == presets
+    presets = sorted(p.relative_to(repo_dir).as_posix() for p in (repo_dir / "fusionlab" / "presets").glob("*/*.yaml"))
+    assert presets and sorted(p.relative_to(installed).as_posix()
+                              for p in (installed / "fusionlab" / "presets").glob("*/*.yaml")) == presets
+    assert (installed / "fusionlab" / "presets" / "ldnf" / "README.md").is_file()  # the fidelity table
     shipped = installed / "fusionlab" / "shipped" / "baseline_roadscene"
     assert {p.name for p in shipped.iterdir()} >= {"config.json", "model.safetensors", "manifest.json"}
     assert (shipped / "model.safetensors").stat().st_size < 1_000_000
@@ -84,3 +86,17 @@ def test_installed_package_runs_the_demo_plan_and_fuses_from_an_empty_dir(instal
     assert "shipped 'baseline_roadscene'" in fused.stdout and "fused 2 of 2 pair(s)" in fused.stdout
     assert sorted(p.name for p in (work / "fused").iterdir()) == ["0.png", "1.png"]
     assert sorted(p.name for p in work.iterdir()) == ["fused"], "nothing but the outputs in the working dir"
+
+
+def test_installed_package_expands_a_preset_from_its_package_data(installed, tmp_path):
+    """A preset's defaults come from the installed folder (importlib.resources), not a checkout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FUSIONLAB_CODE_VERSION")}
+    env["PYTHONPATH"] = os.pathsep.join([str(installed), sysconfig.get_paths()["purelib"]])
+    code = ("import sys, fusionlab; assert fusionlab.__file__.startswith(sys.argv[1]), fusionlab.__file__; "
+            "from fusionlab.stages.fusion import Config, expand_config; "
+            "c = Config.model_validate(expand_config({'stage': 'fusion', 'preset': 'tgif', 'data': {'root': 'x'}, "
+            "'inputs': {'embeddings': 'e'}})); print(c.model['dim'], c.optim.step_epochs)")
+    out = subprocess.run([sys.executable, "-s", "-c", code, str(installed)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["64", "50"]  # TGIF's paper width and its halve-every-50-epochs schedule
