@@ -257,6 +257,6 @@ def format_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_summary(run_dir: Path, rows: list[dict]) -> None:
+def write_summary(run_dir: Path, rows: list[dict], footer: str = "") -> None:
     atomic_write_json(run_dir / STATE_DIR / "summary.json", rows)
-    atomic_write_text(run_dir / "summary.md", format_summary(rows).lstrip() + "\n")
+    atomic_write_text(run_dir / "summary.md", format_summary(rows).lstrip() + "\n" + (footer.lstrip("\n") + "\n" if footer else ""))

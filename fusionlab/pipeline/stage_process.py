@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fusionlab import provenance
 from fusionlab.config import find_references
 from fusionlab.errors import ConfigError, PipelineError
 from fusionlab.pipeline.manifest import (
@@ -64,6 +65,8 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
     L.seed_everything(resolved.get("seed", 0), workers=True, verbose=False)
     cfg = module.Config.model_validate(resolved)
     apply_cpu_threads(cfg)
+    if rank_zero:
+        provenance.warn_random(module, cfg, name)
     started = time.time()
     metrics = module.run(cfg, ctx) or {}
     wall = time.time() - started
@@ -92,6 +95,7 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "devices": ctx.devices or {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "world_size": 1},
         "precision": (ctx.devices or {}).get("precision", resolved.get("trainer", {}).get("precision")),
+        "pretrained": provenance.manifest_records(module, cfg),  # source + sha256 of every pretrained part
     }
     _log_lineage(ctx, manifest)
     write_manifest(out_dir, manifest)

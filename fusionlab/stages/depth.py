@@ -35,7 +35,7 @@ class DepthModelConfig(Section):
     levels: int = 3  # compact: stride-2 stages
     min_depth: float = 0.1  # metres; outputs are bounded to [min_depth, max_depth]
     max_depth: float = 120.0
-    pretrained: str | None = None  # hf: hub id (e.g. depth-anything/Depth-Anything-V2-Small-hf) or local folder
+    pretrained: str | None = None  # hf: hub id (e.g. depth-anything/Depth-Anything-V2-Metric-Outdoor-Small-hf) or folder
     input_size: list[int] | None = None  # hf: [H, W] fed to the transformer; None = input size
 
 
@@ -54,6 +54,21 @@ class Config(StageConfig):
     model: DepthModelConfig = DepthModelConfig()
     train: DepthTrainConfig = DepthTrainConfig()
     trainer: TrainerConfig = TrainerConfig(max_epochs=6)
+
+
+def pretrained_parts(cfg: Config) -> list:
+    """The depth backbone (fusionlab.provenance): a transformers model fine-tuned here, or the compact
+    CNN, which starts from random weights (LDNF fine-tunes ZoeDepth)."""
+    from fusionlab.provenance import Part
+    from fusionlab.weights import hub_source
+
+    role = "stage-1 depth estimation (the captions' ranges and LDNF's depth-driven loss)"
+    if cfg.model.arch == "compact":
+        return [Part("compact depth CNN (no pretrained backbone)", "model.pretrained", None, role,
+                     "depth is learned from this dataset alone, not fine-tuned from a pretrained depth model")]
+    spec = cfg.model.pretrained
+    return [Part("transformers depth model", "model.pretrained", spec, role, "depth is learned from this dataset alone",
+                 source=hub_source(spec) if spec else None, instead="model.arch=compact (random init)")]
 
 
 def depth_metric():

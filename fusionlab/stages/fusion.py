@@ -146,7 +146,27 @@ def expand_config(raw: dict) -> dict:
         raise ConfigError(f"preset '{name}': preset file '{path}' is missing (reinstall fusionlab from the repository)")
     preset = load_yaml(path)
     preset.pop("preset", None)
-    return _merge(preset, raw)
+    merged = _merge(preset, raw)
+    if name in TEXT_PRESETS and merged.get("text_guidance", True) is not False:
+        # a flip makes a caption's "left"/"right" wrong; the papers use none (docs/stages/captions.md)
+        merged.setdefault("data", {}).setdefault("flip", False)
+    return merged
+
+
+def pretrained_parts(cfg: Config) -> list:
+    """Pretrained parts (fusionlab.provenance): ldfusion's VGG-19, and stage 3's CLIP wherever it is used."""
+    from fusionlab.losses.perceptual import vgg19_source
+    from fusionlab.provenance import Part, upstream_clip_part
+
+    parts, vgg = [], cfg.loss.ldfusion.vgg_pretrained
+    if cfg.preset == "ldfusion":
+        parts.append(Part("VGG-19", "loss.ldfusion.vgg_pretrained", vgg, "LDFusion's feature-fidelity loss L_v",
+                          "L_v matches random features, not ImageNet ones", source=vgg19_source(vgg) if vgg else None))
+    clip = cfg.inputs.clip or (str(Path(cfg.inputs.embeddings).parent / "clip") if cfg.inputs.embeddings else None)
+    if clip and (uses_text(cfg) or (cfg.preset == "ldfusion" and cfg.text_guidance)):
+        role = "LDFusion's language-driven loss" if cfg.preset == "ldfusion" else "text guidance"
+        parts.append(upstream_clip_part(clip, "inputs.clip", role))
+    return parts
 
 
 # --------------------------------------------------------------------------- helpers
