@@ -74,7 +74,8 @@ class Part:
             path = self.source.find()
             files = {p.name: _sha256(p) for p in weight_files(path)} if path is not None else {}
             from_hub = self.source.hub_id is not None and not Path(self.spec).expanduser().exists()
-            out.update({"source": "hub" if from_hub else "local", "hub_id": self.source.hub_id if from_hub else None,
+            kind = "hub" if from_hub else ("url" if self.source.url else "local")
+            out.update({"source": kind, "hub_id": self.source.hub_id if from_hub else None,
                         "revision": hub_revision(path) if (from_hub and path is not None) else None,
                         "url": self.source.url, "path": str(path) if path is not None else None, "files": files,
                         "weights_sha256": _combined(files)})
@@ -123,31 +124,30 @@ def warn_random(module, cfg, stage: str) -> list[str]:
     """Log one warning per part of this stage that runs on random weights; returns the notices."""
     notices = [part.notice() for part in stage_parts(module, cfg) if part.random]
     for text in notices:
-        log.warning("stage %s: %s", stage, text)
+        log.warning("stage %s, RANDOM WEIGHTS: %s", stage, text)
     return notices
 
 
 def preflight(steps) -> None:
-    """Before any stage starts: every part of every stage that will run is here (or downloadable).
+    """Before any stage of a pipeline starts: every part of every stage that will run is here."""
+    check_parts([(s.spec.name, s.spec.module, s.spec.module.Config.model_validate(s.spec.resolved))
+                 for s in steps if s.action == "run"])
 
-    Raises one WeightsMissingError listing each missing part, the command that fetches it and the
-    override that points it at a local copy.
-    """
+
+def check_parts(stages: list[tuple]) -> None:
+    """(name, stage module, cfg) triples: raise one WeightsMissingError listing each missing part
+    (neither here nor downloadable now), the command that fetches it and the override instead."""
     from fusionlab.errors import WeightsMissingError
 
     problems = []
-    for step in steps:
-        if step.action != "run":
-            continue
-        spec = step.spec
-        cfg = spec.module.Config.model_validate(spec.resolved)
-        for part in stage_parts(spec.module, cfg):
+    for name, module, cfg in stages:
+        for part in stage_parts(module, cfg):
             if part.missing():
                 problems.append(
-                    f"  - stage '{spec.name}': {part.component} ({part.key}: {part.spec}), wanted for {part.role}\n"
+                    f"  - stage '{name}': {part.component} ({part.key}: {part.spec}), wanted for {part.role}\n"
                     f"      fetch:  {part.source.fetch}\n"
-                    f"      or set: {spec.name}.{part.key}=/path/to/local/weights   "
-                    f"(without it: {spec.name}.{part.instead or part.key + '=null (random weights)'})")
+                    f"      or set: {name}.{part.key}=/path/to/local/weights   "
+                    f"(without it: {name}.{part.instead or part.key + '=null (random weights)'})")
     if problems:
         mode = "offline" if not online_allowed() else "no download source"
         raise WeightsMissingError(

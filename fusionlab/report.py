@@ -308,7 +308,8 @@ def weights_section(stages: list[StageInfo]) -> tuple[str, str, str] | None:
     for s in stages:
         for rec in (s.manifest or {}).get("pretrained", []):
             where = {"hub": f"{rec.get('hub_id')}@{rec.get('revision') or 'unknown revision'}",
-                     "local": rec.get("path"), "upstream": rec.get("path")}.get(rec.get("source"), rec.get("source"))
+                     "url": rec.get("url"), "local": rec.get("path"), "upstream": rec.get("path")
+                     }.get(rec.get("source"), rec.get("source"))
             source = "**random-init**" if rec.get("random") else str(where)
             rows.append([s.name, rec.get("component", "?"), rec.get("key", "?"), source,
                          (rec.get("weights_sha256") or "–")[:16]])

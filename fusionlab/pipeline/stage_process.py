@@ -43,6 +43,8 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
     config_hash = context.get("config_hash") or stable_hash(resolved)
     key = context.get("key") or stage_key(resolved["stage"], config_hash, upstream)
     name = name or context.get("name") or out_dir.name
+    # missing pretrained weights stop the stage before its folder is touched
+    provenance.check_parts([(name, module, module.Config.model_validate(resolved))])
 
     ctx = StageContext(
         name=name,
@@ -66,7 +68,7 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
     cfg = module.Config.model_validate(resolved)
     apply_cpu_threads(cfg)
     if rank_zero:
-        provenance.warn_random(module, cfg, name)
+        provenance.warn_random(module, cfg, name)  # one warning per part on random weights
     started = time.time()
     metrics = module.run(cfg, ctx) or {}
     wall = time.time() - started

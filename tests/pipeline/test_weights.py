@@ -183,3 +183,31 @@ def test_untrusted_pt_is_refused_and_a_trusted_import_is_pickle_free_afterwards(
 
     rec = detector_part("tinyolo", "detector.pretrained", "the detector").record()
     assert rec["source"] == "local" and rec["imported"]["sha256"] and rec["weights_sha256"] and not rec["random"]
+
+
+def test_random_weights_notice_in_the_summary_and_the_report(tmp_path):
+    """Built from the manifests' `pretrained` records: one line per random component, naming its stages."""
+    import json
+
+    from fusionlab.provenance import notice_block
+    from fusionlab.report import build_report
+
+    clip = {"component": "tiny CLIP", "key": "model.clip.pretrained", "wants": None, "random": True,
+            "source": "random-init", "weights_sha256": None,
+            "notice": "text guidance used a randomly initialised tiny CLIP: it tests the mechanism, not CLIP's semantics"}
+    vgg = {"component": "VGG-19", "key": "loss.ldfusion.vgg_pretrained", "wants": "IMAGENET1K_V1", "random": False,
+           "source": "url", "url": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "weights_sha256": "ab" * 32}
+    manifests = {"captions": {"pretrained": [clip]}, "fusion": {"pretrained": [{**clip, "source": "upstream"}, vgg]},
+                 "denoiser": {"pretrained": []}}
+    block = notice_block(manifests)
+    assert "**Random weights.**" in block and block.count("\n- ") == 1
+    assert "randomly initialised tiny CLIP: it tests the mechanism, not CLIP's semantics (stages captions, fusion)" in block
+    assert notice_block({"fusion": {"pretrained": [vgg]}}) == ""
+    for i, (name, man) in enumerate(manifests.items()):  # started_at: the report's stage order
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(json.dumps({**man, "stage": name, "metrics": {},
+                                                                   "started_at": f"2026-01-0{i + 1}T00:00:00"}))
+    build_report(tmp_path)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Pretrained parts" in md and "(stages captions, fusion)" in md and "**random-init**" in md
+    assert "vgg19-dcbb9e9d.pth" in md and '<div class="warn">' in (tmp_path / "report" / "index.html").read_text()
