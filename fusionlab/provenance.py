@@ -187,7 +187,7 @@ def notice_block(manifests: dict[str, dict]) -> str:
 # --------------------------------------------------------------------------- the parts
 
 
-def clip_part(cfg, key: str = "model.clip", role: str = "text guidance (caption embeddings) and LDFusion's prompts") -> Part:
+def clip_part(cfg, key: str = "model.clip", role: str = "text guidance") -> Part:
     """The CLIP a ClipConfig asks for (random when `pretrained` is null)."""
     from fusionlab.models.text import clip_source
 

@@ -117,10 +117,9 @@ def pretrained_parts(cfg: Config) -> list:
 
     cap = cfg.model.captioner
     parts = [clip_part(cfg.model.clip)]
-    if cap.kind == "blip":
+    if cap.kind == "blip" and cap.pretrained:  # (without `pretrained` the captioner says it is required)
         parts.append(Part("BLIP captioner", "model.captioner.pretrained", cap.pretrained, "captioning", "",
-                          source=hub_source(cap.pretrained) if cap.pretrained else None,
-                          instead="model.captioner.kind=depth-template (rules, no weights)"))
+                          source=hub_source(cap.pretrained), instead="model.captioner.kind=depth-template (rules, no weights)"))
     elif cap.kind == "depth-template":
         parts.append(Part("depth-template captioner (rules, a stand-in for the papers' captioners)",
                           "model.captioner.kind", cap.kind, "captioning", "", has_weights=False))

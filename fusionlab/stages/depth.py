@@ -67,8 +67,10 @@ def pretrained_parts(cfg: Config) -> list:
         return [Part("compact depth CNN (no pretrained backbone)", "model.pretrained", None, role,
                      "depth is learned from this dataset alone, not fine-tuned from a pretrained depth model")]
     spec = cfg.model.pretrained
-    return [Part("transformers depth model", "model.pretrained", spec, role, "depth is learned from this dataset alone",
-                 source=hub_source(spec) if spec else None, instead="model.arch=compact (random init)")]
+    if spec is None:  # the hf backbone without weights is a config error, raised when it is built
+        return []
+    return [Part("transformers depth model", "model.pretrained", spec, role, "", source=hub_source(spec),
+                 instead="model.arch=compact (random init)")]
 
 
 def depth_metric():

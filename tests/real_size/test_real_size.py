@@ -79,7 +79,13 @@ def place_blip(cache: Path) -> Path:
     """BLIP base captioning (ViT-B/16 at 384 px + BERT-base decoder) as `hf download` leaves the repo.
 
     The tokenizer is a stand-in with BERT's special-token ids and vocabulary size (no vocab offline)."""
-    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+    from transformers import (
+        BertTokenizerFast,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
 
     folder = cache / BLIP.replace("/", "--")
     BlipForConditionalGeneration(BlipConfig()).save_pretrained(folder)
