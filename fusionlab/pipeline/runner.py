@@ -259,4 +259,5 @@ def format_summary(rows: list[dict]) -> str:
 
 def write_summary(run_dir: Path, rows: list[dict], footer: str = "") -> None:
     atomic_write_json(run_dir / STATE_DIR / "summary.json", rows)
-    atomic_write_text(run_dir / "summary.md", format_summary(rows).lstrip() + "\n" + (footer.lstrip("\n") + "\n" if footer else ""))
+    tail = "\n" + footer.strip("\n") + "\n" if footer else ""  # e.g. the random-weights notice
+    atomic_write_text(run_dir / "summary.md", format_summary(rows).lstrip() + "\n" + tail)

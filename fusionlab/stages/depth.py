@@ -62,10 +62,10 @@ def pretrained_parts(cfg: Config) -> list:
     from fusionlab.provenance import Part
     from fusionlab.weights import hub_source
 
-    role = "stage-1 depth estimation (the captions' ranges and LDNF's depth-driven loss)"
+    role = "stage-1 depth (the captions' ranges, LDNF's depth loss)"
     if cfg.model.arch == "compact":
-        return [Part("compact depth CNN (no pretrained backbone)", "model.pretrained", None, role,
-                     "depth is learned from this dataset alone, not fine-tuned from a pretrained depth model")]
+        return [Part("compact depth CNN", "model.pretrained", None, role,
+                     "depth is learned from this dataset alone, not fine-tuned from a pretrained model as in LDNF")]
     spec = cfg.model.pretrained
     if spec is None:  # the hf backbone without weights is a config error, raised when it is built
         return []

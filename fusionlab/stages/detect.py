@@ -75,8 +75,8 @@ def pretrained_parts(cfg: Config) -> list:
     """The YOLO detectors' starting weights (fusionlab.provenance): `pretrained` of the stage and the protocol."""
     from fusionlab.provenance import detector_part
 
-    return [detector_part(cfg.detector.pretrained, "detector.pretrained", "the bilevel stage's YOLO detector"),
-            detector_part(cfg.protocol.detector.pretrained, "protocol.detector.pretrained", "the protocol's YOLO detectors")]
+    return [detector_part(cfg.detector.pretrained, "detector.pretrained", "the bilevel stage"),
+            detector_part(cfg.protocol.detector.pretrained, "protocol.detector.pretrained", "the detection protocol")]
 
 
 # --------------------------------------------------------------------------- lower-level loss
