@@ -54,7 +54,10 @@ class Part:
         """True when the weights are neither here nor downloadable now."""
         if self.source is None:
             return False
-        return self.source.find() is None and not (online_allowed() and self.source.online is not None)
+        found = self.source.find()
+        if found is not None and not self.source.pickles and found.suffix == ".pt":
+            return True  # a pickle: `fusionlab weights import` it first
+        return found is None and not (online_allowed() and self.source.online is not None)
 
     def notice(self) -> str:
         return f"{self.role} used a randomly initialised {self.component}: {self.if_random}"

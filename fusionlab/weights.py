@@ -68,6 +68,7 @@ class Source:
     files: tuple[str, ...] = ()    # files needed from `hub_id` (empty: the whole repo)
     url: str | None = None         # direct download URL, when not from the hub
     online: str | None = None      # what the library is given to download it itself (None: no download)
+    pickles: bool = True           # False: a `.pt` found here must be imported first (ultralytics)
 
     def find(self) -> Path | None:
         """A local copy (the path itself, the fusionlab cache, the library's cache), or None."""
@@ -216,7 +217,7 @@ def ultralytics_source(name: str) -> Source:
         return local_source(name)
     fetch = (f"curl -L -o {stem}.pt {ULTRALYTICS_RELEASE}/{stem}.pt && "
              f"fusionlab weights import {stem}.pt --trust")
-    return Source(name, cache_path(stem), fetch)
+    return Source(name, cache_path(stem), fetch, pickles=False)
 
 
 # --------------------------------------------------------------------------- errors while loading

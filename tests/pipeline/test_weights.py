@@ -166,6 +166,9 @@ def test_untrusted_pt_is_refused_and_a_trusted_import_is_pickle_free_afterwards(
     with pytest.raises(WeightsMissingError, match="is an ultralytics .pt checkpoint, a pickle.*weights import"):
         build_detector(DetectorConfig(width_multiple=0.0625, pretrained=str(pt)), nc=2)
     assert not (tmp_path / "cache").exists()  # nothing was read or written
+    from fusionlab.provenance import detector_part
+
+    assert detector_part(str(pt), "detector.pretrained", "the detector").missing()  # the pre-flight says: import it
 
     proc = cli_inproc("weights", "import", str(pt), "--trust")
     folder = tmp_path / "cache" / "tinyolo"
@@ -179,8 +182,6 @@ def test_untrusted_pt_is_refused_and_a_trusted_import_is_pickle_free_afterwards(
     fresh = build_detector(DetectorConfig(width_multiple=0.0625, pretrained="tinyolo"), nc=2, names=["x", "y"])
     same = {k for k, v in fresh.state_dict().items() if torch.equal(v.float(), original.state_dict()[k].float())}
     assert "model.0.conv.weight" in same and int(fresh.model[-1].nc) == 2  # backbone kept, new class head
-    from fusionlab.provenance import detector_part
-
     rec = detector_part("tinyolo", "detector.pretrained", "the detector").record()
     assert rec["source"] == "local" and rec["imported"]["sha256"] and rec["weights_sha256"] and not rec["random"]
 
