@@ -300,6 +300,31 @@ def image_grid(stages: list[StageInfo], out: Path, rows: int = 4) -> str | None:
     return "grid.png"
 
 
+def weights_section(stages: list[StageInfo]) -> tuple[str, str, str] | None:
+    """Which pretrained parts each stage used (manifest `pretrained`), led by the random-weights notice."""
+    from fusionlab.provenance import random_notices
+
+    rows = [["stage", "component", "key", "source", "weights sha256"]]
+    for s in stages:
+        for rec in (s.manifest or {}).get("pretrained", []):
+            where = {"hub": f"{rec.get('hub_id')}@{rec.get('revision') or 'unknown revision'}",
+                     "url": rec.get("url"), "local": rec.get("path"), "upstream": rec.get("path")
+                     }.get(rec.get("source"), rec.get("source"))
+            source = "**random-init**" if rec.get("random") else str(where)
+            rows.append([s.name, rec.get("component", "?"), rec.get("key", "?"), source,
+                         (rec.get("weights_sha256") or "–")[:16]])
+    if len(rows) == 1:
+        return None
+    notices = random_notices({s.name: s.manifest for s in stages})
+    lead = ("**Random weights.** These numbers test the mechanism, not the papers' pretrained components:"
+            if notices else "Every pretrained part ran on pretrained weights.")
+    md = "\n".join([lead, "", *(f"- {n}" for n in notices), "", _md_table(rows)])
+    body = (f'<div class="warn"><p><b>{html.escape(lead.replace("**", ""))}</b></p><ul>'
+            + "".join(f"<li>{html.escape(n)}</li>" for n in notices) + "</ul></div>" if notices
+            else f"<p>{html.escape(lead)}</p>") + _html_table(rows)
+    return "Pretrained parts", md, body
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -322,7 +347,8 @@ def _html_table(rows: list[list[str]]) -> str:
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:0.6em 0 1.4em}th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}
 th{background:#f3f3f3}img{max-width:100%}h2{border-bottom:1px solid #ddd;padding-bottom:3px}
-.note{color:#666;font-size:12px}details{margin:0.3em 0}"""
+.note{color:#666;font-size:12px}details{margin:0.3em 0}
+.warn{border:2px solid #c60;background:#fff4e6;padding:0.2em 1em;margin:1em 0}"""
 
 
 def build_report(run_dir: str | Path) -> Path:
@@ -338,6 +364,9 @@ def build_report(run_dir: str | Path) -> Path:
         table = stage_table(stages)
         sections.append(("Pipeline", "![pipeline](pipeline.svg)\n\n" + _md_table(table),
                          '<img src="pipeline.svg" alt="pipeline diagram">' + _html_table(table)))
+        weights = weights_section(stages)
+        if weights:
+            sections.append(weights)
         for title, note, rows in (
             ("Fusion quality", "Mean over the eval split; best per metric in bold (↓: lower is better).", fusion_table(stages)),
             ("Depth", "Depth error of the frozen stage-1 nets on each input (lower is better).", depth_table(stages)),

@@ -1,7 +1,7 @@
 """Bringing a cache up to date: find stale entries, encode only those, merge them in.
 
 `plan` compares every requested entry's key (encoder fingerprint + source) with the index and
-checks each shard, so exactly the entries whose caption, image, model or shard changed are
+checks each shard, so exactly the entries whose caption, model or shard changed are
 recomputed. Under DDP every rank encodes a disjoint part of the stale entries and writes it
 with `write_part`; rank 0 then calls `merge`, which also picks the parts up.
 """

@@ -33,6 +33,7 @@ def add_arguments(parser) -> None:
 def main(args) -> int:
     from fusionlab.errors import PipelineError
     from fusionlab.packaged import find_pipeline
+    from fusionlab.pipeline.manifest import read_manifest
     from fusionlab.pipeline.runner import (
         format_plan,
         format_summary,
@@ -43,6 +44,7 @@ def main(args) -> int:
         write_summary,
     )
     from fusionlab.pipeline.spec import load_pipeline
+    from fusionlab.provenance import notice_block, preflight
 
     only = [n for item in (args.only or []) for n in item.split(",") if n] or None
     overrides = [*args.overrides, *([f"launcher={args.launcher}"] if args.launcher else [])]
@@ -56,11 +58,13 @@ def main(args) -> int:
     problem = upstream_missing(steps)  # a dry run refuses what the real run would refuse
     if problem:
         raise PipelineError(problem)
+    preflight(steps)  # every pretrained part of every stage that will run, before any stage starts
     if args.dry_run:
         return 0
     rows = run_pipeline(pipeline, specs, steps)
-    print(format_summary(rows))
-    write_summary(run_dir, rows)
+    notice = notice_block({s.name: read_manifest(s.out_dir) for s in specs})
+    print(format_summary(rows) + notice)
+    write_summary(run_dir, rows, footer=notice)
     if pipeline.report and not args.no_report:
         _build_report(run_dir)
     return 0

@@ -17,6 +17,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG19_CONV_POSITIONS = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 
 
+def vgg19_source(pretrained: str):
+    """Where torchvision VGG-19 weights (e.g. IMAGENET1K_V1) or a local file live (fusionlab.weights)."""
+    import torchvision
+
+    from fusionlab import weights
+
+    return weights.torchvision_source(torchvision.models.VGG19_Weights, pretrained)
+
+
 def _load_vgg19(pretrained: str | None, key: str, upto: int = 36) -> nn.Sequential:
     """torchvision VGG-19 `features`; a local file may hold the whole model or just the trunk
     up to layer `upto` (what this loss uses)."""
@@ -24,9 +33,10 @@ def _load_vgg19(pretrained: str | None, key: str, upto: int = 36) -> nn.Sequenti
 
     from fusionlab import weights
 
-    resolved = weights.resolve(pretrained, what="VGG-19 (feature-fidelity loss)", key=key)
-    if resolved is None:
+    if pretrained is None:
         return torchvision.models.vgg19(weights=None).features
+    source = vgg19_source(pretrained)
+    resolved = source.resolve(what="VGG-19 (feature-fidelity loss)", key=key)
     if weights.is_local(resolved):
         vgg = torchvision.models.vgg19(weights=None)
         if resolved.endswith(".safetensors"):
@@ -52,7 +62,7 @@ def _load_vgg19(pretrained: str | None, key: str, upto: int = 36) -> nn.Sequenti
                 raise WeightsMissingError(f"VGG-19 weights '{resolved}' (config key '{key}') do not fit VGG-19: "
                                           f"{str(exc).splitlines()[0]}") from None
         return vgg.features
-    with weights.loading("VGG-19 (feature-fidelity loss)", key, pretrained):
+    with weights.loading("VGG-19 (feature-fidelity loss)", key, pretrained, source):
         return torchvision.models.vgg19(weights=resolved).features
 
 

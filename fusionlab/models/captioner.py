@@ -1,16 +1,20 @@
-"""Depth-informed captions for IR/VIS pairs (LDNF III-C; TGIF Component II).
+"""Captions for IR/VIS pairs from what a deployed system has (LDNF III-C; TGIF's detection map).
 
 LDNF captions each image from the image *and* its predicted depth, then concatenates the IR
-and VIS captions before the CLIP text encoder. Three captioners share one interface,
-`caption(batch) -> list[{"caption_ir", "caption_vi", "caption"}]`:
+and VIS captions before the CLIP text encoder; TGIF adds a detector's output (category and
+position of objects). A captioner reads exactly that: `deployed_inputs(batch)` keeps the sample
+id and the two images and drops everything else a dataset may carry (ground-truth boxes, depth,
+scene descriptions, the dataset's own captions), so no label can reach the text. Depth comes from
+the stage-1 nets, objects from an optional configured detector. Three captioners share one
+interface, `caption(inputs) -> list[{"caption_ir", "caption_vi", "caption"}]`:
 
-- `depth-template` (default, offline, deterministic): reads the stage-1 depth nets' output and
-  simple image evidence (warm blobs in IR by connected components, edge texture in VIS, dataset
-  boxes, brightness for day/night) and writes sentences with near/mid/far and left/centre/right;
+- `depth-template` (default, offline, deterministic, no weights): rules over the predicted depth,
+  warm blobs in IR (connected components), the detector's boxes, edge texture and brightness;
+  writes sentences with near/mid/far and left/centre/right. A stand-in for LDNF's learned
+  captioner [22], not that network;
 - `blip`: a transformers BLIP / BLIP-2 model (hub id or local folder, through the weights
-  resolver), conditioned on depth by prompting with the depth summary or by appending it;
-- `file`: the user's own captions (JSONL or CSV by sample id; with no path, the dataset's
-  `captions.jsonl`).
+  resolver), conditioned on the template's depth/object summary by prompting or by appending it;
+- `file`: the user's own captions (JSONL or CSV by sample id), e.g. Text2Pixels' human prompts.
 """
 
 from __future__ import annotations
@@ -29,12 +33,23 @@ NUMBER_WORDS = {1: "a", 2: "two", 3: "three", 4: "four"}
 PLURALS = {"person": "people", "people": "people", "bus": "buses", "pedestrian": "pedestrians"}
 
 
+DEPLOYED_INPUTS = ("id", "ir", "vi")  # all a captioner may read of a batch
+
+
+def deployed_inputs(batch: dict) -> dict:
+    """The part of a batch a deployed system has: the sample id and the IR and VIS images."""
+    return {k: batch[k] for k in DEPLOYED_INPUTS}
+
+
 class CaptionerConfig(Section):
     """How captions are made (`model.captioner` in the stage config)."""
 
     kind: Literal["depth-template", "blip", "file"] = "depth-template"
-    depth_ir: str | None = None  # stage-1 depth net folders (depth-template, blip)
+    depth_ir: str | None = None  # stage-1 depth net folders; null = captions without depth words
     depth_vis: str | None = None
+    detector: str | None = None  # detector whose predictions name objects (TGIF's detection map): a
+    #                              fusionlab detector/ folder or an imported release (yolov8n); null = none
+    detector_conf: float = Field(0.25, gt=0, lt=1)  # keep detections at least this confident
     near_m: float = Field(12.0, gt=0)  # closer than this: "near range"
     far_m: float = Field(30.0, gt=0)  # farther than this: "far range"
     warm_sigma: float = Field(2.0, gt=0)  # IR blobs: brighter than mean + warm_sigma * std
@@ -47,7 +62,7 @@ class CaptionerConfig(Section):
     depth_mode: Literal["prompt", "append"] = "append"
     max_new_tokens: int = Field(30, gt=0)
     # file
-    path: str | None = None  # JSONL/CSV with id + caption (or caption_ir + caption_vi); null = dataset captions
+    path: str | None = None  # JSONL/CSV with id + caption (or caption_ir + caption_vi)
 
 
 def join_captions(ir: str, vi: str, separator: str = " ") -> str:
@@ -86,11 +101,12 @@ def side_word(cx: float) -> str:
 
 
 def _group(objects: list[dict], limit: int) -> str:
-    """'two warm people at near range on the left, a car at mid range on the right'."""
-    ranked = sorted(objects, key=lambda o: o["depth"])
+    """'two warm people at near range on the left, a car on the right' (range only with depth)."""
+    ranked = sorted(objects, key=lambda o: o["order"])
     groups = Counter((o["noun"], o["range"], o["side"]) for o in ranked)
     order = list(dict.fromkeys((o["noun"], o["range"], o["side"]) for o in ranked))
-    text = ", ".join(f"{_count_phrase(groups[g], g[0])} at {g[1]} range {g[2]}" for g in order[:limit])
+    text = ", ".join(f"{_count_phrase(groups[g], g[0])}{f' at {g[1]} range' if g[1] else ''} {g[2]}"
+                     for g in order[:limit])
     rest = sum(groups[g] for g in order[limit:])
     return text + (f" and {NUMBER_WORDS.get(rest, str(rest)) if rest > 1 else 'one'} more" if rest else "")
 
@@ -139,27 +155,66 @@ def _contrast(img: np.ndarray, sl: tuple[slice, slice]) -> float:
     return float(inner_sum / inner_n - (img[outer].sum() - inner_sum) / ring_n)
 
 
-class DepthTemplateCaptioner:
-    """Deterministic captions from the stage-1 depth nets plus image evidence; no weights needed."""
+def _normalised_boxes(dets: torch.Tensor, h: int, w: int) -> np.ndarray:
+    """Detector output [n,6] (x1, y1, x2, y2, conf, class) in pixels -> [n,5] (class, cx, cy, w, h) in 0..1."""
+    d = dets.float().cpu().numpy()
+    if not len(d):
+        return np.zeros((0, 5), np.float32)
+    cx, cy = (d[:, 0] + d[:, 2]) / 2 / w, (d[:, 1] + d[:, 3]) / 2 / h
+    bw, bh = (d[:, 2] - d[:, 0]) / w, (d[:, 3] - d[:, 1]) / h
+    return np.stack([d[:, 5], cx, cy, bw, bh], axis=1).astype(np.float32)
 
-    def __init__(self, depth_ir: torch.nn.Module, depth_vis: torch.nn.Module, cfg: CaptionerConfig,
-                 classes: list[str] | None = None):
-        self.depth_ir, self.depth_vis = depth_ir.eval(), depth_vis.eval()
+
+class DepthTemplateCaptioner:
+    """Deterministic captions from predicted depth, a detector's boxes and image evidence; no weights.
+
+    `depth_ir` / `depth_vis` (stage-1 nets) and `detector` (ultralytics DetectionModel) are
+    optional: without depth the sentences carry no ranges, without a detector only warm blobs
+    name objects.
+    """
+
+    def __init__(self, depth_ir: torch.nn.Module | None, depth_vis: torch.nn.Module | None, cfg: CaptionerConfig,
+                 detector: torch.nn.Module | None = None):
+        self.depth_ir = depth_ir.eval() if depth_ir is not None else None
+        self.depth_vis = depth_vis.eval() if depth_vis is not None else None
+        self.detector = detector.eval() if detector is not None else None
         self.cfg = cfg
-        self.classes = list(classes or [])
+        self.names = [str(detector.names[i]) for i in sorted(detector.names)] if detector is not None else []
 
     @torch.no_grad()
-    def depth(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted metric depth of the IR and the VIS image ([B,1,H,W] each)."""
+    def depth(self, inputs: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Predicted metric depth of the IR and the VIS image ([B,1,H,W] each), or (None, None)."""
+        if self.depth_ir is None or self.depth_vis is None:
+            return None, None
         device = next(self.depth_ir.parameters()).device
-        return (self.depth_ir(batch["ir"].to(device)).float().cpu(),
-                self.depth_vis(batch["vi"].to(device)).float().cpu())
+        return (self.depth_ir(inputs["ir"].to(device)).float().cpu(),
+                self.depth_vis(inputs["vi"].to(device)).float().cpu())
+
+    @torch.no_grad()
+    def detections(self, inputs: dict) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The detector's boxes on each IR and each VIS image ([n,5] class, cx, cy, w, h; empty without one)."""
+        n = len(inputs["id"])
+        if self.detector is None:
+            empty = [np.zeros((0, 5), np.float32)] * n
+            return empty, empty
+        from fusionlab.models.detector import DetectorConfig, predict
+
+        device = next(self.detector.parameters()).device
+        cfg = DetectorConfig(conf=self.cfg.detector_conf)
+        out = []
+        for key in ("ir", "vi"):
+            images = inputs[key].to(device).float()
+            h, w = images.shape[-2:]
+            out.append([_normalised_boxes(d, h, w) for d in predict(self.detector, images, cfg)])
+        return out[0], out[1]
 
     def _class(self, index: float) -> str:
         i = int(index)
-        return self.classes[i] if 0 <= i < len(self.classes) else "object"
+        return self.names[i] if 0 <= i < len(self.names) else "object"
 
-    def _range(self, depth: np.ndarray, sl, mask=None) -> tuple[str, float]:
+    def _range(self, depth: np.ndarray | None, sl, mask=None) -> tuple[str | None, float]:
+        if depth is None:
+            return None, 0.0
         values = depth[sl][mask] if mask is not None else depth[sl]
         metres = float(np.median(values)) if values.size else float(np.median(depth))
         return range_word(metres, self.cfg.near_m, self.cfg.far_m), metres
@@ -170,37 +225,47 @@ class DepthTemplateCaptioner:
         word = {"near": "close", "mid": "mid-range", "far": "distant"}[range_word(top, self.cfg.near_m, self.cfg.far_m)]
         return f"{word} background at {top:.0f} m"
 
-    def caption_one(self, ir: np.ndarray, vi: np.ndarray, d_ir: np.ndarray, d_vi: np.ndarray,
-                    boxes: np.ndarray) -> dict:
-        """ir [H,W], vi [3,H,W] in [0,1]; depths [H,W] metres; boxes [N,5] (class, cx, cy, w, h)."""
-        import kornia
-
-        cfg = self.cfg
-        h, w = ir.shape
-        gray = 0.299 * vi[0] + 0.587 * vi[1] + 0.114 * vi[2]
-        night = float(gray.mean()) < cfg.night_below
-        time = "night" if night else "day"
-        ir_objects, vi_objects = [], []
-        covered = np.zeros((h, w), bool)
+    def _objects(self, boxes: np.ndarray, image: np.ndarray, depth: np.ndarray | None, ir: bool,
+                 covered: np.ndarray) -> list[dict]:
+        h, w = image.shape
+        objects = []
         for box in boxes:
             sl = _box_slice(box[1:], h, w)
             covered[sl] = True
-            name, side = self._class(box[0]), side_word(float(box[1]))
-            warm = _contrast(ir, sl) > 0.04
-            seen = abs(_contrast(gray, sl)) > 0.04
-            r_ir, m_ir = self._range(d_ir, sl)
-            r_vi, m_vi = self._range(d_vi, sl)
-            ir_objects.append({"noun": ("warm " if warm else "faint ") + name, "range": r_ir, "side": side, "depth": m_ir})
-            vi_objects.append({"noun": name if seen else f"barely visible {name}", "range": r_vi, "side": side,
-                               "depth": m_vi})
+            name = self._class(box[0])
+            if ir:
+                noun = ("warm " if _contrast(image, sl) > 0.04 else "faint ") + name
+            else:
+                noun = name if abs(_contrast(image, sl)) > 0.04 else f"barely visible {name}"
+            word, metres = self._range(depth, sl)
+            objects.append({"noun": noun, "range": word, "side": side_word(float(box[1])),
+                            "order": metres if depth is not None else -float(box[3] * box[4])})
+        return objects
+
+    def caption_one(self, ir: np.ndarray, vi: np.ndarray, d_ir: np.ndarray | None, d_vi: np.ndarray | None,
+                    ir_boxes: np.ndarray, vi_boxes: np.ndarray) -> dict:
+        """ir [H,W], vi [3,H,W] in [0,1]; depths [H,W] metres or None; boxes [N,5] (class, cx, cy, w, h)
+        predicted by the detector on the IR and on the VIS image."""
+        import kornia
+
+        from fusionlab.data.colour import rgb_to_y
+
+        cfg = self.cfg
+        h, w = ir.shape
+        gray = rgb_to_y(torch.from_numpy(vi)[None])[0, 0].numpy()
+        night = float(gray.mean()) < cfg.night_below
+        covered = np.zeros((h, w), bool)
+        ir_objects = self._objects(ir_boxes, ir, d_ir, True, covered)
+        vi_objects = self._objects(vi_boxes, gray, d_vi, False, np.zeros((h, w), bool))
         for blob in warm_blobs(ir, cfg.warm_sigma, cfg.min_blob_fraction):
             if covered[blob["slice"]][blob["mask"]].mean() > 0.5:
-                continue  # already described by a box
+                continue  # already described by a detection
             shape = "upright" if blob["height"] > 1.5 * blob["width"] else ("wide" if blob["width"] > 1.5 * blob["height"] else "compact")
-            r, m = self._range(d_ir, blob["slice"], blob["mask"])
-            ir_objects.append({"noun": f"warm {shape} object", "range": r, "side": side_word(blob["cx"]), "depth": m})
+            word, metres = self._range(d_ir, blob["slice"], blob["mask"])
+            ir_objects.append({"noun": f"warm {shape} object", "range": word, "side": side_word(blob["cx"]),
+                               "order": metres if d_ir is not None else -blob["area"] / (h * w)})
         ir_parts = [_group(ir_objects, cfg.max_objects)] if ir_objects else ["no warm targets"]
-        ir_parts += [self._background(d_ir), time]
+        ir_parts += ([self._background(d_ir)] if d_ir is not None else []) + ["night" if night else "day"]
         # VIS texture: Sobel edge strength and where it concentrates
         with torch.autocast("cpu", enabled=False):  # evidence in float32 under bf16-mixed too
             edges = kornia.filters.sobel(torch.from_numpy(gray)[None, None].float())[0, 0].numpy()
@@ -213,14 +278,13 @@ class DepthTemplateCaptioner:
         return _record("thermal image: " + "; ".join(ir_parts), "visible image: " + "; ".join(vi_parts), cfg.separator)
 
     def caption(self, batch: dict) -> list[dict]:
-        d_ir, d_vi = self.depth(batch)
-        boxes = batch.get("boxes")
-        out = []
-        for i in range(len(batch["id"])):
-            own = boxes[boxes[:, 0] == i][:, 1:].numpy() if boxes is not None else np.zeros((0, 5), np.float32)
-            out.append(self.caption_one(batch["ir"][i, 0].numpy(), batch["vi"][i].numpy(),
-                                        d_ir[i, 0].numpy(), d_vi[i, 0].numpy(), own))
-        return out
+        inputs = deployed_inputs(batch)
+        d_ir, d_vi = self.depth(inputs)
+        ir_boxes, vi_boxes = self.detections(inputs)
+        return [self.caption_one(inputs["ir"][i, 0].numpy(), inputs["vi"][i].numpy(),
+                                 None if d_ir is None else d_ir[i, 0].numpy(), None if d_vi is None else d_vi[i, 0].numpy(),
+                                 ir_boxes[i], vi_boxes[i])
+                for i in range(len(inputs["id"]))]
 
     def depth_summary(self, record: dict, modality: str) -> str:
         """The depth-bearing part of a template caption (objects with ranges), for BLIP."""
@@ -270,8 +334,9 @@ class BlipCaptioner:
         return texts
 
     def caption(self, batch: dict) -> list[dict]:
-        records = self.template.caption(batch)
-        images = {"ir": batch["ir"].expand(-1, 3, -1, -1), "vi": batch["vi"]}
+        inputs = deployed_inputs(batch)
+        records = self.template.caption(inputs)
+        images = {"ir": inputs["ir"].expand(-1, 3, -1, -1), "vi": inputs["vi"]}
         out = {}
         for modality in ("ir", "vi"):
             summaries = [self.template.depth_summary(r, modality) for r in records]
@@ -287,25 +352,21 @@ class BlipCaptioner:
 
 
 class FileCaptioner:
-    """Captions the user wrote (or the dataset's own captions.jsonl when no path is given)."""
+    """Captions the user wrote, read by sample id from `path` (never from the dataset's own labels)."""
 
     def __init__(self, cfg: CaptionerConfig):
         self.cfg = cfg
         from fusionlab.data.captions_file import read_caption_rows
 
-        self.table = read_caption_rows(cfg.path, missing_hint="check the config key model.captioner.path") \
-            if cfg.path else None
+        if not cfg.path:
+            raise ConfigError("model.captioner.kind 'file' needs model.captioner.path: a JSONL/CSV of captions "
+                              "written for this data (a dataset's captions.jsonl may be ground truth: the synthetic "
+                              "scenes write theirs from the scene description)")
+        self.table = read_caption_rows(cfg.path, missing_hint="check the config key model.captioner.path")
 
     def caption(self, batch: dict) -> list[dict]:
         out = []
-        for i, sample_id in enumerate(batch["id"]):
-            if self.table is None:
-                text = batch.get("caption", [None] * len(batch["id"]))[i]
-                if not text:
-                    raise DataError(f"sample '{sample_id}' has no caption in the dataset's captions.jsonl; "
-                                    "set model.captioner.path to a captions file or use kind: depth-template")
-                out.append({"caption_ir": "", "caption_vi": "", "caption": text})
-                continue
+        for sample_id in batch["id"]:  # the id is all it reads
             row = self.table.get(sample_id)
             if row is None:
                 raise DataError(f"captions file '{self.cfg.path}' has no caption for sample '{sample_id}'; "
@@ -319,14 +380,27 @@ class FileCaptioner:
         return out
 
 
-def build_captioner(cfg: CaptionerConfig, *, classes: list[str] | None = None, load_depth=None):
-    """The configured captioner; `load_depth(path)` loads a stage-1 depth net (injectable for tests)."""
+def load_caption_detector(spec: str, key: str = "model.captioner.detector"):
+    """The detector whose predictions name objects: a fusionlab detector/ folder or an imported release."""
+    from fusionlab import weights
+    from fusionlab.models.detector import load_detector
+    from fusionlab.models.yolo_import import refuse_pickle
+
+    path = weights.ultralytics_source(spec).resolve(what="caption detector", key=key)
+    refuse_pickle(path, key)
+    return load_detector(path)
+
+
+def build_captioner(cfg: CaptionerConfig, *, load_depth=None, load_detector=None):
+    """The configured captioner; `load_depth(path)` / `load_detector(spec)` are injectable for tests."""
     if cfg.kind == "file":
         return FileCaptioner(cfg)
-    if not cfg.depth_ir or not cfg.depth_vis:
-        raise ConfigError(f"model.captioner.kind '{cfg.kind}' needs the stage-1 depth nets: set "
-                          "model.captioner.depth_ir and depth_vis (e.g. ${depth.outputs.depth_ir})")
+    if bool(cfg.depth_ir) != bool(cfg.depth_vis):
+        raise ConfigError("model.captioner: set both depth_ir and depth_vis (the stage-1 nets, e.g. "
+                          "${depth.outputs.depth_ir}) or neither (captions without depth words)")
     if load_depth is None:
         from fusionlab.models.depth import load_depth_estimator as load_depth
-    template = DepthTemplateCaptioner(load_depth(cfg.depth_ir), load_depth(cfg.depth_vis), cfg, classes)
+    depth = (load_depth(cfg.depth_ir), load_depth(cfg.depth_vis)) if cfg.depth_ir else (None, None)
+    detector = (load_detector or load_caption_detector)(cfg.detector) if cfg.detector else None
+    template = DepthTemplateCaptioner(*depth, cfg, detector)
     return template if cfg.kind == "depth-template" else BlipCaptioner(cfg, template)

@@ -14,10 +14,9 @@ around them:
 * `predict`: inference + NMS -> per-image `[n,6] (x1, y1, x2, y2, conf, class)` in pixels.
 * `save_detector` / `load_detector`: our artifacts are safetensors + `config.json` + `model.yaml`.
 
-Weights safety: our own detectors are safetensors (never unpickled). A user-provided ultralytics
-`.pt` checkpoint is a pickle; it is read with ultralytics' own loader in its restricted mode
-(`torch_safe_load(..., safe_only=True)`: `torch.load(weights_only=True)` plus an allow-list of
-ultralytics/torch classes), never with a bare unpickle.
+Weights safety: detectors are safetensors (never unpickled). A user's ultralytics `.pt` (a pickle)
+is refused at run time; `fusionlab weights import X.pt --trust` converts it once into a detector
+folder (fusionlab.models.yolo_import), whose matching tensors `pretrained` then loads.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from pydantic import Field
 
 from fusionlab.artifacts import plain
 from fusionlab.config import Section
-from fusionlab.errors import ConfigError, WeightsMissingError
+from fusionlab.errors import ConfigError
 
 MODEL_YAML = "model.yaml"
 
@@ -87,7 +86,7 @@ class DetectorConfig(Section):
     width_multiple: float | None = Field(0.125, gt=0)  # None: the YAML's own scale
     depth_multiple: float | None = Field(0.33, gt=0)
     max_channels: int = Field(1024, gt=0)
-    pretrained: str | None = None  # a fusionlab `detector/` folder, or a user's ultralytics .pt
+    pretrained: str | None = None  # a fusionlab `detector/` folder, or a release imported by `fusionlab weights import`
     imgsz: int = Field(160, gt=0)  # nominal size; images are padded to a multiple of the stride
     conf: float = Field(0.001, ge=0, le=1)  # NMS confidence threshold used for mAP
     iou: float = Field(0.6, gt=0, le=1)  # NMS IoU threshold
@@ -132,39 +131,19 @@ def build_detector(cfg: DetectorConfig, nc: int, names: list[str] | None = None,
     from ultralytics.nn.tasks import DetectionModel
 
     from fusionlab import weights
+    from fusionlab.models.yolo_import import is_imported, load_matching, refuse_pickle
 
-    path = weights.resolve(cfg.pretrained, what="YOLO detector", key=key)
-    if path is not None and Path(path).is_dir():
+    path = weights.ultralytics_source(cfg.pretrained).resolve(what="YOLO detector", key=key) if cfg.pretrained else None
+    refuse_pickle(path, key)
+    if path is not None and not is_imported(path):
         return load_detector(path)
     d = model_dict(cfg)
     model = DetectionModel(d, ch=3, nc=nc, verbose=False)
     model.args = get_cfg()
     model.names = {i: n for i, n in enumerate(names or [str(i) for i in range(nc)])}
     if path is not None:
-        _load_pt_weights(model, path, key)
+        load_matching(model, path, key)
     return model
-
-
-def _load_pt_weights(model, path: str, key: str) -> None:
-    """Copy matching tensors from a user's ultralytics `.pt` (restricted, weights_only load)."""
-    if not str(path).endswith(".pt"):
-        raise WeightsMissingError(f"{key}: '{path}' is neither a fusionlab detector folder nor an ultralytics .pt file")
-    from ultralytics.nn.tasks import torch_safe_load
-
-    try:
-        ckpt, _ = torch_safe_load(path, safe_only=True)
-    except (TypeError, RuntimeError) as exc:
-        raise WeightsMissingError(
-            f"{key}: could not read '{path}' as a restricted (weights_only) ultralytics checkpoint: {exc}. "
-            "Use an official ultralytics .pt or a fusionlab detector/ folder."
-        ) from None
-    src = ckpt.get("ema") or ckpt.get("model")
-    state = src.float().state_dict() if hasattr(src, "state_dict") else dict(src or {})
-    own = model.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise WeightsMissingError(f"{key}: no tensor in '{path}' matches the detector built from the config")
-    model.load_state_dict(matched, strict=False)
 
 
 def detector_config_dict(model, cfg: DetectorConfig) -> dict:

@@ -75,6 +75,19 @@ def weights_hash(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def clip_source(cfg: ClipConfig):
+    """Where the weights a ClipConfig asks for live (None: random initialisation)."""
+    from fusionlab import weights
+
+    if cfg.model.startswith("hf-hub:"):
+        return weights.hub_source(cfg.model[len("hf-hub:"):])
+    if cfg.pretrained is None:
+        return None
+    if cfg.model == "tiny":
+        return weights.local_source(cfg.pretrained)
+    return weights.open_clip_source(cfg.model, cfg.pretrained)
+
+
 def _checkpoint_in(folder: Path) -> str:
     for name in CHECKPOINT_NAMES:
         if (folder / name).is_file():
@@ -92,7 +105,8 @@ def _build_open_clip(model_name: str, model_cfg: dict | None):
 
     if model_cfg is not None and model_name == "tiny":
         return open_clip.CLIP(**copy.deepcopy(model_cfg))
-    return open_clip.create_model(model_name, pretrained=None, pretrained_text=False, pretrained_image=False)
+    return open_clip.create_model(model_name, pretrained=None, pretrained_text=False, pretrained_image=False,
+                                  force_quick_gelu=bool((model_cfg or {}).get("quick_gelu", False)))
 
 
 class ClipEncoder(torch.nn.Module):
@@ -130,9 +144,10 @@ class ClipEncoder(torch.nn.Module):
             torch.manual_seed(cfg.seed)
             model = open_clip.CLIP(**copy.deepcopy(model_cfg))
             if cfg.pretrained is not None:
-                path = weights.resolve(cfg.pretrained, what="tiny CLIP weights", key=f"{key}.pretrained")
+                source = clip_source(cfg)
+                path = source.resolve(what="tiny CLIP weights", key=f"{key}.pretrained")
                 file = _checkpoint_in(Path(path)) if Path(path).is_dir() else path
-                with weights.loading("tiny CLIP weights", f"{key}.pretrained", cfg.pretrained):
+                with weights.loading("tiny CLIP weights", f"{key}.pretrained", cfg.pretrained, source):
                     open_clip.load_checkpoint(model, file)
             tokenizer = open_clip.SimpleTokenizer(context_length=cfg.tiny.context_length)
             return cls(model, tokenizer, name=name, model_cfg=model_cfg, preprocess=preprocess,
@@ -145,6 +160,8 @@ class ClipEncoder(torch.nn.Module):
         preprocess = {"image_size": int(size), "mean": list(pp.get("mean", OPENAI_MEAN)),
                       "std": list(pp.get("std", OPENAI_STD)), "interpolation": pp.get("interpolation", "bicubic")}
         model_cfg = open_clip.get_model_config(name) if not name.startswith(("hf-hub:", "local-dir:")) else None
+        if model_cfg is not None and cfg.pretrained is not None:  # a tag's activation (openai: QuickGELU) is part of it
+            model_cfg["quick_gelu"] = bool((open_clip.get_pretrained_cfg(name, cfg.pretrained) or {}).get("quick_gelu"))
         return cls(model, tokenizer, name=name, model_cfg=model_cfg, preprocess=preprocess,
                    source={"model": name, "pretrained": cfg.pretrained})
 
@@ -157,12 +174,13 @@ class ClipEncoder(torch.nn.Module):
 
         name, spec = cfg.model, cfg.pretrained
         what = f"CLIP '{name}'"
+        source = clip_source(cfg)
         if name.startswith("hf-hub:"):
             hub_id = name[len("hf-hub:"):]
-            path = weights.resolve(hub_id, what=what, key=f"{key}.model")
-            source = f"local-dir:{path}" if weights.is_local(path) else name
-            with weights.loading(what, f"{key}.model", hub_id):
-                return open_clip.create_model(source), source
+            path = source.resolve(what=what, key=f"{key}.model")
+            schema = f"local-dir:{path}" if weights.is_local(path) else name
+            with weights.loading(what, f"{key}.model", hub_id, source):
+                return open_clip.create_model(schema), schema
         if open_clip.get_model_config(name) is None:
             import difflib
 
@@ -172,14 +190,17 @@ class ClipEncoder(torch.nn.Module):
         if spec is None:
             torch.manual_seed(cfg.seed)
             return _build_open_clip(name, None), name
-        tag_cfg = open_clip.get_pretrained_cfg(name, spec) if not Path(spec).expanduser().exists() else {}
-        hub = (tag_cfg or {}).get("hf_hub", "").strip("/")
-        path = weights.resolve(hub or spec, what=f"{what} weights '{spec}'", key=f"{key}.pretrained")
-        with weights.loading(f"{what} weights", f"{key}.pretrained", spec):
-            if weights.is_local(path):
-                file = _checkpoint_in(Path(path)) if Path(path).is_dir() else path
-                return open_clip.create_model(name, pretrained=file, pretrained_text=False), name
-            return open_clip.create_model(name, pretrained=spec), name
+        path = source.resolve(what=f"{what} weights '{spec}'", key=f"{key}.pretrained")
+        tag_cfg = open_clip.get_pretrained_cfg(name, spec) or {}
+        # open_clip only warns when a tag's activation (openai: QuickGELU) differs from the architecture's
+        quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+        with weights.loading(f"{what} weights", f"{key}.pretrained", spec, source):
+            if not weights.is_local(path):  # online: open_clip downloads the tag itself
+                return open_clip.create_model(name, pretrained=spec, force_quick_gelu=quick_gelu), name
+            file = _checkpoint_in(Path(path)) if Path(path).is_dir() else path
+            preprocess = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
+            return open_clip.create_model(name, pretrained=file, pretrained_text=False, force_quick_gelu=quick_gelu,
+                                          force_preprocess_cfg=preprocess or None), name
 
     # ------------------------------------------------------------------ saving
 

@@ -298,6 +298,7 @@ def format_summary(rows: list[dict]) -> str:
     return "\n" + markdown_table(["stage", "status", "wall time", "headline metrics"], map(cells, rows))
 
 
-def write_summary(run_dir: Path, rows: list[dict]) -> None:
+def write_summary(run_dir: Path, rows: list[dict], footer: str = "") -> None:
     atomic_write_json(run_dir / STATE_DIR / "summary.json", rows)
-    atomic_write_text(run_dir / "summary.md", format_summary(rows).lstrip() + "\n")
+    tail = "\n" + footer.strip("\n") + "\n" if footer else ""  # e.g. the random-weights notice
+    atomic_write_text(run_dir / "summary.md", format_summary(rows).lstrip() + "\n" + tail)

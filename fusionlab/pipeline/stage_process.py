@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fusionlab import provenance
 from fusionlab.artifacts import json_digest
 from fusionlab.config import find_references, key_config
 from fusionlab.errors import ConfigError, PipelineError
@@ -46,6 +47,8 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
     code = context.get("code") or stage_code(module.__name__, dynamic_dependencies(module, resolved))
     key = context.get("key") or stage_key(resolved["stage"], config_hash, upstream, code["hash"])
     name = name or context.get("name") or out_dir.name
+    # missing pretrained weights stop the stage before its folder is touched
+    provenance.check_parts([(name, module, module.Config.model_validate(resolved))])
 
     rank_zero = process_is_rank_zero()
     if rank_zero:
@@ -70,6 +73,8 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
     L.seed_everything(resolved.get("seed", 0), workers=True, verbose=False)
     cfg = module.Config.model_validate(resolved)
     apply_cpu_threads(cfg)
+    if rank_zero:
+        provenance.warn_random(module, cfg, name)  # one warning per part on random weights
     started = time.time()
     metrics = module.run(cfg, ctx) or {}
     wall = time.time() - started
@@ -79,7 +84,7 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
     missing = [o for o in module.OUTPUTS if not (attempt / o).exists()]
     if missing:
         raise PipelineError(f"stage '{name}' finished without writing its declared outputs {missing} in {attempt}")
-    manifest = build_manifest(ctx, module, resolved, config_hash=config_hash, code=code, metrics=metrics,
+    manifest = build_manifest(ctx, module, resolved, cfg, config_hash=config_hash, code=code, metrics=metrics,
                               started=started, wall=wall)
     write_manifest(attempt, manifest)
     staging.commit(out_dir)
@@ -88,7 +93,7 @@ def run_stage(config_path: str | Path, out_dir: str | Path, overrides: dict[str,
     return manifest
 
 
-def build_manifest(ctx: StageContext, module, resolved: dict, *, config_hash: str, code: dict, metrics: dict,
+def build_manifest(ctx: StageContext, module, resolved: dict, cfg, *, config_hash: str, code: dict, metrics: dict,
                    started: float, wall: float) -> dict:
     """The manifest of a finished attempt: one section per concern, so adding a record is one line."""
     files = hash_outputs(ctx.out_dir, tuple(module.OUTPUTS))
@@ -112,6 +117,7 @@ def build_manifest(ctx: StageContext, module, resolved: dict, *, config_hash: st
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "devices": devices,
         "precision": devices.get("precision", resolved.get("trainer", {}).get("precision")),
+        "pretrained": provenance.manifest_records(module, cfg),  # source + sha256 of every pretrained part
     }
 
 

@@ -1,12 +1,14 @@
-"""Stage `captions` (3): depth-informed captions and the CLIP embedding cache stage 4 reads.
+"""Stage `captions` (3): captions from deployed evidence and the CLIP embedding cache stage 4 reads.
 
-For every sample it writes IR and VIS captions (by default from the stage-1 depth nets and image
-evidence; LDNF III-C), encodes their concatenation with CLIP into `embeddings/` (pooled feature,
-token sequence and mask, keyed by sample id), encodes the fixed LDFusion prompt set into
-`prompts.safetensors`, and saves the CLIP model itself as `clip/` so stage 4 works in the same
-space. Nothing is trained. Both passes (captioning, encoding) run through `trainer.predict`, so
-under DDP each rank handles a disjoint part and rank 0 merges; a rerun encodes nothing that is
-already cached.
+For every sample it writes IR and VIS captions made only from what a deployed system has: the two
+images, the stage-1 nets' *predicted* depth and, optionally, a detector's predictions (LDNF III-C,
+TGIF's detection map); ground-truth boxes, depth and scene descriptions never reach the captioner
+(`captioner.deployed_inputs`). It encodes their concatenation with CLIP into `embeddings/`
+(pooled feature, token sequence and mask, keyed by sample id), encodes the fixed LDFusion prompt
+set into `prompts.safetensors`, and saves the CLIP model itself as `clip/` so stage 4 works in the
+same space. With `data.val_root` set, both folders are captioned (e.g. RoadScene train/ + test/).
+Nothing is trained. Both passes (captioning, encoding) run through `trainer.predict`, so under
+DDP each rank handles a disjoint part and rank 0 merges; a rerun encodes nothing already cached.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ class ModelConfig(Section):
     captioner: CaptionerConfig = CaptionerConfig()
     clip: ClipConfig = ClipConfig()
     prompts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS))  # name -> text (LDFusion 3.2-3.3)
-    image_embeddings: bool = False  # also cache CLIP features of the IR and VIS images (embeddings/images)
     preview: int = Field(8, ge=0)  # samples shown on captions.html / captions.md
 
 
@@ -57,15 +58,18 @@ class CaptionModule(L.LightningModule):
     def __init__(self, captioner):
         super().__init__()
         self.captioner = captioner
+        template = getattr(captioner, "template", captioner)
         self.nets = torch.nn.ModuleList(
-            [m for m in (getattr(captioner, "depth_ir", None), getattr(captioner, "depth_vis", None),
-                         getattr(getattr(captioner, "template", None), "depth_ir", None),
-                         getattr(getattr(captioner, "template", None), "depth_vis", None),
-                         getattr(captioner, "model", None)) if isinstance(m, torch.nn.Module)]
+            [m for m in (getattr(template, "depth_ir", None), getattr(template, "depth_vis", None),
+                         getattr(template, "detector", None), getattr(captioner, "model", None))
+             if isinstance(m, torch.nn.Module)]
         )
 
     def predict_step(self, batch, batch_idx):
-        return [{"id": i, **rec} for i, rec in zip(batch["id"], self.captioner.caption(batch), strict=True)]
+        from fusionlab.models.captioner import deployed_inputs
+
+        inputs = deployed_inputs(batch)  # images and ids only: no label reaches a caption
+        return [{"id": i, **rec} for i, rec in zip(inputs["id"], self.captioner.caption(inputs), strict=True)]
 
 
 class EncodeModule(L.LightningModule):
@@ -107,11 +111,55 @@ def _barrier(trainer) -> None:
 # ---------------------------------------------------------------------------- steps
 
 
-def _dataset(cfg: Config):
-    from fusionlab.data.datamodule import FusionDataModule
+def pretrained_parts(cfg: Config) -> list:
+    """CLIP, the captioner and its detector (fusionlab.provenance); the depth nets come from stage 1."""
+    from fusionlab.provenance import Part, clip_part
+    from fusionlab.weights import hub_source, ultralytics_source
 
-    ds = FusionDataModule(cfg.data).open_split(cfg.data.root, cfg.data.split)  # max_samples applied
-    return ds, list(range(len(ds)))
+    cap = cfg.model.captioner
+    parts = [clip_part(cfg.model.clip)]
+    if cap.kind == "blip" and cap.pretrained:  # (without `pretrained` the captioner says it is required)
+        parts.append(Part("BLIP captioner", "model.captioner.pretrained", cap.pretrained, "captioning", "",
+                          source=hub_source(cap.pretrained), instead="model.captioner.kind=depth-template (rules, no weights)"))
+    elif cap.kind == "depth-template":
+        parts.append(Part("depth-template captioner (rules, a stand-in for the papers' captioners)",
+                          "model.captioner.kind", cap.kind, "captioning", "", has_weights=False))
+    if cap.kind != "file" and cap.detector:
+        parts.append(Part("YOLO detector (caption objects)", "model.captioner.detector", cap.detector,
+                          "the captions' object words", "", source=ultralytics_source(cap.detector)))
+    return parts
+
+
+def _datasets(cfg: Config) -> list:
+    """The folders to caption: `data.root` (max_samples applied), and `data.val_root` when set."""
+    from fusionlab.data.datamodule import FusionDataModule
+    from fusionlab.errors import DataError
+
+    dm = FusionDataModule(cfg.data)
+    sets = [dm.open_split(cfg.data.root, cfg.data.split)]
+    if cfg.data.val_root:
+        sets.append(dm.open_split(cfg.data.val_root, cfg.data.val_split))
+        clash = sorted(set(sets[0].ids) & set(sets[1].ids))
+        if clash:
+            raise DataError(f"data.root and data.val_root share sample ids ({', '.join(clash[:3])}); the embedding "
+                            "cache is keyed by id, so rename them or caption the folders in two stages")
+    return sets
+
+
+def _refuse_dataset_captions(cfg: Config) -> None:
+    """A dataset's own captions.jsonl may be ground truth (the synthetic scenes write theirs from the
+    scene description): never a model input unless the user copies it out on purpose."""
+    from fusionlab.errors import ConfigError
+
+    path = cfg.model.captioner.path
+    if cfg.model.captioner.kind != "file" or not path:
+        return
+    roots = [r for r in (cfg.data.root, cfg.data.val_root) if r]
+    if any(Path(path).resolve() == (Path(r) / "captions.jsonl").resolve() for r in roots):
+        raise ConfigError(f"model.captioner.path '{path}' is the dataset's own captions.jsonl, which may describe "
+                          "ground truth (the synthetic scenes write theirs from the labels); captions a model reads "
+                          "must come from deployed evidence. If these are real inputs of your method (e.g. human "
+                          "prompts), copy the file elsewhere and point the key there.")
 
 
 def caption_all(cfg: Config, ctx: StageContext, trainer, ds, indices: list[int]) -> list[dict]:
@@ -121,7 +169,7 @@ def caption_all(cfg: Config, ctx: StageContext, trainer, ds, indices: list[int])
     from fusionlab.data.collate import collate_samples
     from fusionlab.models.captioner import build_captioner
 
-    captioner = build_captioner(cfg.model.captioner, classes=ds.classes)
+    captioner = build_captioner(cfg.model.captioner)
     batch_size = cfg.data.batch_size if ds.uniform_size else 1
     loader = DataLoader(Subset(ds, indices), batch_size=batch_size, shuffle=False, num_workers=cfg.data.num_workers,
                         collate_fn=collate_samples)
@@ -190,8 +238,10 @@ def save_clip(path: Path, encoder) -> None:
     encoder.save(path)
 
 
-def write_preview(ctx: StageContext, ds, indices: list[int], records: list[dict], count: int) -> list[dict]:
-    """captions.html + captions.md with IR/VIS thumbnails (thumbs/), so a person can judge the captions."""
+def write_preview(ctx: StageContext, items: list[tuple], records: list[dict], count: int) -> list[dict]:
+    """captions.html + captions.md with IR/VIS thumbnails (thumbs/), so a person can judge the captions.
+
+    `items[k]` is the (dataset, index) of `records[k]`."""
     import html
 
     import torch.nn.functional as F
@@ -199,12 +249,13 @@ def write_preview(ctx: StageContext, ds, indices: list[int], records: list[dict]
     from fusionlab.artifacts import atomic_dir, atomic_write_text
     from fusionlab.data.io import write_image
 
-    count = min(count, len(indices))
-    picks = [round(k * (len(indices) - 1) / max(count - 1, 1)) for k in range(count)] if count else []
+    count = min(count, len(items))
+    picks = [round(k * (len(items) - 1) / max(count - 1, 1)) for k in range(count)] if count else []
     shown = []
     with atomic_dir(ctx.output("thumbs")) as tmp:
         for k in dict.fromkeys(picks):
-            sample = ds[indices[k]]
+            ds, index = items[k]
+            sample = ds[index]
             for name, img in (("ir", sample.ir), ("vi", sample.vi)):
                 scale = min(1.0, 192 / img.shape[-1])
                 small = F.interpolate(img[None], scale_factor=scale, mode="area")[0] if scale < 1 else img
@@ -248,37 +299,38 @@ def _log_wandb(ctx: StageContext, shown: list[dict]) -> None:
 
 def run(cfg: Config, ctx: StageContext) -> dict:
     from fusionlab.artifacts import atomic_write_text
-    from fusionlab.cache.encoders import image_encode_fn, image_sources, text_encode_fn, text_sources
+    from fusionlab.cache.encoders import text_encode_fn, text_sources
     from fusionlab.models.text import ClipEncoder
 
     L.seed_everything(cfg.seed, verbose=False)
+    _refuse_dataset_captions(cfg)
+    if cfg.model.captioner.detector:
+        from fusionlab.models.detector import prepare_ultralytics
+
+        prepare_ultralytics(ctx.run_dir or ctx.out_dir)  # before any ultralytics import
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     trainer = ctx.make_trainer(cfg.trainer, name="captions")
-    ds, indices = _dataset(cfg)
-    records = caption_all(cfg, ctx, trainer, ds, indices)
+    items, records = [], []
+    for ds in _datasets(cfg):
+        indices = list(range(len(ds)))
+        records += caption_all(cfg, ctx, trainer, ds, indices)
+        items += [(ds, i) for i in indices]
     encoder = ClipEncoder.from_config(cfg.model.clip)
     captions = {r["id"]: r["caption"] for r in records}
     text = encode_cache(trainer, ctx.output("embeddings"), text_sources(captions), encoder, text_encode_fn(encoder),
                         kind="text", batch_size=cfg.model.clip.batch_size,
                         extra={"clip": "../clip", "captions": "../captions.jsonl"})
-    metrics: dict = {}
-    if cfg.model.image_embeddings:
-        paths = {ds.ids[i]: (str(ds.records[i].ir), str(ds.records[i].vi)) for i in indices}
-        images = encode_cache(trainer, ctx.output("embeddings/images"), image_sources(paths), encoder,
-                              image_encode_fn(encoder), kind="image", batch_size=cfg.model.clip.batch_size,
-                              extra={"clip": "../../clip"})
-        metrics.update({"image_encoded": images["computed"], "image_cache_hits": images["hits"]})
     if ctx.is_global_zero:
         save_clip(ctx.output("clip"), encoder)
         write_prompts(ctx.output("prompts.safetensors"), encoder, cfg.model.prompts)
         lines = [json.dumps({"id": r["id"], "caption_ir": r["caption_ir"], "caption_vi": r["caption_vi"],
                              "caption": r["caption"]}) for r in records]
         atomic_write_text(ctx.output("captions.jsonl"), "\n".join(lines) + "\n")
-        shown = write_preview(ctx, ds, indices, records, cfg.model.preview)
+        shown = write_preview(ctx, items, records, cfg.model.preview)
         _log_wandb(ctx, shown)
     lengths = [int(m.sum()) for m in encoder.tokenizer(list(captions.values())).ne(0)]
     mentions = sum(any(w in r["caption"].split() or f"{w}-" in r["caption"] for w in DEPTH_WORDS) for r in records)
-    metrics.update({
+    return {
         "captions": len(records),
         "encoded": text["computed"],
         "cache_hits": text["hits"],
@@ -286,5 +338,4 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         "depth_mention_rate": mentions / max(len(records), 1),
         "mean_caption_tokens": sum(lengths) / max(len(lengths), 1),
         "truncated_captions": sum(n >= encoder.context_length for n in lengths),
-    })
-    return metrics
+    }

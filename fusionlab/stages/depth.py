@@ -35,7 +35,7 @@ class DepthModelConfig(Section):
     levels: int = 3  # compact: stride-2 stages
     min_depth: float = 0.1  # metres; outputs are bounded to [min_depth, max_depth]
     max_depth: float = 120.0
-    pretrained: str | None = None  # hf: hub id (e.g. depth-anything/Depth-Anything-V2-Small-hf) or local folder
+    pretrained: str | None = None  # hf: hub id (e.g. depth-anything/Depth-Anything-V2-Metric-Outdoor-Small-hf) or folder
     input_size: list[int] | None = None  # hf: [H, W] fed to the transformer; None = input size
 
 
@@ -54,6 +54,23 @@ class Config(StageConfig):
     model: DepthModelConfig = DepthModelConfig()
     train: DepthTrainConfig = DepthTrainConfig()
     trainer: TrainerConfig = TrainerConfig(max_epochs=6)
+
+
+def pretrained_parts(cfg: Config) -> list:
+    """The depth backbone (fusionlab.provenance): a transformers model fine-tuned here, or the compact
+    CNN, which starts from random weights (LDNF fine-tunes ZoeDepth)."""
+    from fusionlab.provenance import Part
+    from fusionlab.weights import hub_source
+
+    role = "stage-1 depth (the captions' ranges, LDNF's depth loss)"
+    if cfg.model.arch == "compact":
+        return [Part("compact depth CNN", "model.pretrained", None, role,
+                     "depth is learned from this dataset alone, not fine-tuned from a pretrained model as in LDNF")]
+    spec = cfg.model.pretrained
+    if spec is None:  # the hf backbone without weights is a config error, raised when it is built
+        return []
+    return [Part("transformers depth model", "model.pretrained", spec, role, "", source=hub_source(spec),
+                 instead="model.arch=compact (random init)")]
 
 
 def depth_metric():

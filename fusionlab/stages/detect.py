@@ -85,6 +85,14 @@ class Config(StageConfig):
     panel_images: int = Field(4, ge=0)  # fused val images drawn with predicted boxes
 
 
+def pretrained_parts(cfg: Config) -> list:
+    """The YOLO detectors' starting weights (fusionlab.provenance): `pretrained` of the stage and the protocol."""
+    from fusionlab.provenance import detector_part
+
+    return [detector_part(cfg.detector.pretrained, "detector.pretrained", "the bilevel stage"),
+            detector_part(cfg.protocol.detector.pretrained, "protocol.detector.pretrained", "the detection protocol")]
+
+
 # --------------------------------------------------------------------------- lower-level loss
 
 

@@ -19,6 +19,7 @@ evaluator `fusionlab eval` runs: per_image.csv, summary.{md,csv,json}, compariso
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -122,9 +123,32 @@ def code_dependencies(config: dict) -> list[str]:
 
 def expand_config(raw: dict) -> dict:
     """The preset's defaults merged under `raw`, checked against the preset (see fusionlab.presets)."""
-    from fusionlab.presets import expand_stage_config
+    from fusionlab.presets import expand_stage_config, get_preset
 
-    return expand_stage_config(raw)
+    cfg = expand_stage_config(raw)
+    if get_preset(cfg["preset"]).needs_text and cfg.get("text_guidance", True) is not False:
+        # a flip makes a caption's "left"/"right" wrong; the papers use none (docs/stages/captions.md)
+        cfg.setdefault("data", {}).setdefault("flip", False)
+    return cfg
+
+
+def pretrained_parts(cfg: Config) -> list:
+    """Pretrained parts (fusionlab.provenance): ldfusion's VGG-19, and stage 3's CLIP wherever it is used."""
+    from fusionlab.losses.perceptual import vgg19_source
+    from fusionlab.presets import get_preset
+    from fusionlab.provenance import Part, upstream_clip_part
+
+    parts = []
+    if cfg.preset == "ldfusion":
+        vgg = cfg.loss["ldfusion"].get("vgg_pretrained")
+        parts.append(Part("VGG-19", "loss.ldfusion.vgg_pretrained", vgg, "LDFusion's feature-fidelity loss L_v",
+                          "L_v matches random features, not ImageNet ones", source=vgg19_source(vgg) if vgg else None))
+    clip = cfg.inputs.clip or (str(Path(cfg.inputs.embeddings).parent / "clip") if cfg.inputs.embeddings else None)
+    reads_text = get_preset(cfg.preset).needs_text or cfg.preset == "ldfusion"
+    if clip and cfg.text_guidance and reads_text:
+        role = "LDFusion's language-driven loss" if cfg.preset == "ldfusion" else "text guidance"
+        parts.append(upstream_clip_part(clip, "inputs.clip", role))
+    return parts
 
 
 # --------------------------------------------------------------------------- training

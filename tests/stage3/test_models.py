@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,35 +80,59 @@ class ConstantDepth(torch.nn.Module):
         return self.metres.expand(x.shape[0], 1, *x.shape[-2:]).clone()
 
 
-def _batch(boxes=None, night=False):
+def _batch(night=False):
     ir = torch.full((1, 1, 48, 64), 0.1)
     ir[0, 0, 10:30, 3:9] = 0.9  # a warm upright blob on the left
     vi = torch.full((1, 3, 48, 64), 0.05 if night else 0.6)
     vi[0, :, ::4] += 0.2  # some texture
-    batch = {"id": ["a"], "ir": ir, "vi": vi, "caption": [None]}
-    if boxes is not None:
-        batch["boxes"] = torch.tensor(boxes, dtype=torch.float32)
-    return batch
+    return {"id": ["a"], "ir": ir, "vi": vi}
+
+
+class FakeDetector(torch.nn.Module):
+    """Stands in for a YOLO: `names` plus fixed predictions (the real path is in the slow real-size test)."""
+
+    names = {0: "person", 1: "car"}
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
 
 
 def test_depth_template_words_follow_depth_and_evidence():
     cfg = CaptionerConfig(near_m=10, far_m=30)
-    near = DepthTemplateCaptioner(ConstantDepth(5), ConstantDepth(5), cfg, ["person", "car"])
+    near = DepthTemplateCaptioner(ConstantDepth(5), ConstantDepth(5), cfg)
     rec = near.caption(_batch())[0]
     assert rec["caption_ir"].startswith("thermal image: a warm upright object at near range on the left")
     assert "close background at 5 m" in rec["caption_ir"] and rec["caption_ir"].endswith("day")
     assert rec["caption"] == join_captions(rec["caption_ir"], rec["caption_vi"])
-    far = DepthTemplateCaptioner(ConstantDepth(50), ConstantDepth(50), cfg, ["person", "car"])
-    boxes = [[0, 1, 0.8, 0.5, 0.2, 0.3], [0, 1, 0.85, 0.5, 0.1, 0.2]]  # two cars on the right, no IR heat
-    rec = far.caption(_batch(boxes, night=True))[0]
+    far = DepthTemplateCaptioner(ConstantDepth(50), ConstantDepth(50), cfg, FakeDetector())
+    b = _batch(night=True)
+    boxes = np.array([[1, 0.8, 0.5, 0.2, 0.3], [1, 0.85, 0.5, 0.1, 0.2]], np.float32)  # two cars on the right
+    rec = far.caption_one(b["ir"][0, 0].numpy(), b["vi"][0].numpy(), np.full((48, 64), 50.0), np.full((48, 64), 50.0),
+                          boxes, boxes)
     assert "two faint cars at far range on the right" in rec["caption_ir"]
     assert "warm upright object at far range on the left" in rec["caption_ir"]
     assert "two barely visible cars at far range on the right" in rec["caption_vi"]
     assert rec["caption_vi"].endswith("dark night") and "distant background at 50 m" in rec["caption_ir"]
-    assert far.caption(_batch(boxes, night=True))[0] == rec  # deterministic
+    no_depth = DepthTemplateCaptioner(None, None, cfg).caption(_batch())[0]
+    assert no_depth["caption_ir"] == "thermal image: a warm upright object on the left; day"  # no range words
 
 
-def test_file_captioner_jsonl_csv_and_dataset(tmp_path):
+def test_captioners_read_only_the_images(monkeypatch):
+    """Labels, GT depth and dataset captions in a batch never change a caption; detections do."""
+    import fusionlab.models.detector as det
+
+    boxes = {"ir": torch.tensor([[40.0, 10, 60, 40, 0.9, 0]]), "vi": torch.tensor([[40.0, 10, 60, 40, 0.9, 1]])}
+    monkeypatch.setattr(det, "predict", lambda model, images, cfg: [boxes["ir" if images.shape[1] == 1 else "vi"]])
+    captioner = DepthTemplateCaptioner(ConstantDepth(20), ConstantDepth(20), CaptionerConfig(), FakeDetector())
+    clean = captioner.caption(_batch())[0]
+    assert "person at mid range on the right" in clean["caption_ir"] and "car at mid range on the right" in clean["caption_vi"]
+    labelled = {**_batch(), "boxes": torch.tensor([[0, 0, 0.2, 0.5, 0.2, 0.5]]), "depth": torch.full((1, 1, 48, 64), 3.0),
+                "caption": ["a person on the left"]}
+    assert captioner.caption(labelled)[0] == clean
+
+
+def test_file_captioner_jsonl_csv_and_no_dataset_fallback(tmp_path):
     jsonl = tmp_path / "c.jsonl"
     jsonl.write_text(json.dumps({"id": "a", "caption_ir": "hot man", "caption_vi": "dark street"}) + "\n"
                      + json.dumps({"id": "b", "caption": "one text"}) + "\n")
@@ -122,10 +147,8 @@ def test_file_captioner_jsonl_csv_and_dataset(tmp_path):
     (tmp_path / "bad.jsonl").write_text("{oops\n")
     with pytest.raises(DataError, match="bad.jsonl:1"):
         FileCaptioner(CaptionerConfig(kind="file", path=str(tmp_path / "bad.jsonl")))
-    own = FileCaptioner(CaptionerConfig(kind="file"))
-    assert own.caption({"id": ["q"], "caption": ["dataset text"]})[0]["caption"] == "dataset text"
-    with pytest.raises(DataError, match="no caption in the dataset"):
-        own.caption({"id": ["q"], "caption": [None]})
+    with pytest.raises(ConfigError, match="needs model.captioner.path"):  # the dataset's captions are no fallback
+        FileCaptioner(CaptionerConfig(kind="file"))
 
 
 def _tiny_blip(folder):
@@ -159,10 +182,9 @@ def test_blip_offline_error_and_tiny_local_model(tmp_path, depth_nets):
     with pytest.raises(ConfigError, match="required for the blip captioner"):
         build_captioner(CaptionerConfig(**base))
     folder = _tiny_blip(tmp_path / "blip")
-    batch = _batch([[0, 1, 0.5, 0.5, 0.3, 0.3]])
+    batch = _batch()
     for mode in ("append", "prompt"):
-        captioner = build_captioner(CaptionerConfig(**base, pretrained=str(folder), depth_mode=mode, max_new_tokens=4),
-                                    classes=["person", "car"])
+        captioner = build_captioner(CaptionerConfig(**base, pretrained=str(folder), depth_mode=mode, max_new_tokens=4))
         assert type(captioner).__name__ == "BlipCaptioner" and captioner.model.config.model_type == "blip"
         rec = captioner.caption(batch)[0]
         assert rec["caption"] == join_captions(rec["caption_ir"], rec["caption_vi"])
@@ -175,6 +197,7 @@ def test_blip_offline_error_and_tiny_local_model(tmp_path, depth_nets):
             assert "range" in rec["caption_ir"] and rec["caption_ir"].startswith("an infrared image with")
 
 
-def test_depth_template_needs_depth_nets():
-    with pytest.raises(ConfigError, match="depth_ir"):
-        build_captioner(CaptionerConfig())
+def test_depth_nets_come_in_pairs():
+    with pytest.raises(ConfigError, match="depth_ir and depth_vis"):
+        build_captioner(CaptionerConfig(depth_ir="x"))
+    assert build_captioner(CaptionerConfig()).depth_ir is None  # no depth: captions without ranges
