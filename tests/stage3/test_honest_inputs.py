@@ -102,7 +102,8 @@ def test_stage4_text_on_a_random_clip_warns_once(tmp_path, tiny_dataset, caplog)
 
     def cfg(**over):
         raw = fusion.expand_config({"stage": "fusion", "data": {"root": str(tiny_dataset)},
-                                    "inputs": {"clip": str(tmp_path / "clip"), "embeddings": str(tmp_path / "embeddings")},
+                                    "inputs": {"clip": str(tmp_path / "clip"), "embeddings": str(tmp_path / "embeddings"),
+                                               "prompts": str(tmp_path / "prompts")},
                                     **over})
         return fusion.Config.model_validate(raw)
 
@@ -114,4 +115,7 @@ def test_stage4_text_on_a_random_clip_warns_once(tmp_path, tiny_dataset, caplog)
     caplog.clear()
     assert warn_random(fusion, cfg(preset="text2pixels", text_guidance=False), "fusion") == []
     assert cfg(preset="text2pixels", text_guidance=False).data.flip is True
-    assert len(warn_random(fusion, cfg(preset="ldfusion"), "fusion")) == 2  # random VGG-19 and random CLIP
+    # the paper's ImageNet VGG-19 is the default (pre-flight checks it is there); null makes it random
+    assert len(warn_random(fusion, cfg(preset="ldfusion"), "fusion")) == 1  # the random CLIP
+    random_vgg = cfg(preset="ldfusion", loss={"ldfusion": {"vgg_pretrained": None}})
+    assert len(warn_random(fusion, random_vgg, "fusion")) == 2  # random VGG-19 and random CLIP
