@@ -178,6 +178,7 @@ class DetectFusionModule(L.LightningModule):
         self.criterion = criterion if criterion is not None else DetectionCriterion(detector, det_reduction)
         self.text_fn = text_fn
         self.steps_done = 0
+        self.last_logs: dict[str, float] = {}  # the last step's losses (checkpointed: a resumed run reports them too)
 
     # ---------------------------------------------------------------- pieces
     def fusion_params(self) -> dict[str, nn.Parameter]:
@@ -248,13 +249,16 @@ class DetectFusionModule(L.LightningModule):
         step = {"joint": self.joint_step, "alternating": self.alternating_step, "bilevel": self.bilevel_step}
         logs = step[self.mode](batch)
         self.steps_done += 1
+        self.last_logs.update({k: float(v) for k, v in logs.items()})
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=batch["ir"].shape[0])
 
     def on_save_checkpoint(self, checkpoint) -> None:
         checkpoint["steps_done"] = self.steps_done  # keeps the alternating schedule on resume
+        checkpoint["last_logs"] = dict(self.last_logs)
 
     def on_load_checkpoint(self, checkpoint) -> None:
         self.steps_done = int(checkpoint.get("steps_done", 0))
+        self.last_logs = dict(checkpoint.get("last_logs", {}))
 
     def configure_optimizers(self):
         cfg = self.optim_cfg

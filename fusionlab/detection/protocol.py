@@ -12,8 +12,8 @@ Two things differ from `yolo train`, neither of which changes what is trained or
 * Checkpoints stay in memory. ultralytics writes pickled `.pt` files and loads them back for its
   final validation; fusionlab never unpickles, so the best epoch's EMA weights are kept as a
   state dict, validated by the same validator, and saved as safetensors (`save_detector`).
-  For the same reason its pickled label caches (`labels/*.cache`) are deleted before each unit
-  (ultralytics rebuilds them instead of loading them).
+  For the same reason its pickled label caches (`labels/*.cache`) are deleted before and after
+  each unit (ultralytics rebuilds them instead of loading them).
 * The model is built by `fusionlab.models.detector.build_detector` (the YAML, optional
   width/depth multiples for CPU runs, optional starting weights) and handed to the trainer.
 
@@ -25,6 +25,7 @@ and re-trains the interrupted one from scratch, deterministically.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -169,6 +170,21 @@ def write_image_set(root: Path, name: str, splits: dict, class_names: list[str],
     return data_yaml
 
 
+@contextlib.contextmanager
+def no_label_caches(data_yaml: Path):
+    """ultralytics pickles its label index to `labels/*.cache` and np.load(allow_pickle=True)s it on the
+    next run; fusionlab never unpickles, so the caches are removed before (it rebuilds them) and after."""
+    def remove():
+        for cache in data_yaml.with_suffix("").glob("labels/*.cache"):
+            cache.unlink()
+
+    remove()
+    try:
+        yield
+    finally:
+        remove()
+
+
 def set_digest(data_yaml: Path) -> str:
     """What a unit trained on: the set's ids and image content (from its `.complete` record)."""
     marker = data_yaml.with_suffix("") / ".complete"
@@ -248,13 +264,12 @@ def train_unit(set_name: str, seed: int, data_yaml: Path, class_names: list[str]
     name = f"{set_name}-seed{seed}"
     runs = work / "runs"
     shutil.rmtree(runs / name, ignore_errors=True)  # an interrupted attempt starts again from scratch
-    for cache in data_yaml.with_suffix("").glob("labels/*.cache"):
-        cache.unlink()  # ultralytics would np.load(allow_pickle=True) it; it rebuilds it instead
-    trainer = _trainer_class()(overrides=_unit_args(settings, data_yaml, seed, runs, name, device))
-    # built after the trainer seeded everything: one seed, the same initial weights for every set
-    trainer.model = build_detector(detector_config(settings), nc=len(class_names), names=class_names,
-                                   key="protocol.pretrained")
-    trainer.train()
+    with no_label_caches(data_yaml):
+        trainer = _trainer_class()(overrides=_unit_args(settings, data_yaml, seed, runs, name, device))
+        # built after the trainer seeded everything: one seed, the same initial weights for every set
+        trainer.model = build_detector(detector_config(settings), nc=len(class_names), names=class_names,
+                                       key="protocol.pretrained")
+        trainer.train()
     val_ids = sorted(Path(p).stem for p in trainer.validator.dataloader.dataset.im_files)
     result = {"set": set_name, "seed": seed, "key": key, "best_epoch": trainer.best_epoch + 1,
               "epochs": trainer.epochs, **_results(trainer.validator.metrics, class_names, len(val_ids))}
@@ -273,12 +288,11 @@ def validate_detector(model, data_yaml: Path, class_names: list[str], imgsz: int
 
     from ultralytics.models.yolo.detect import DetectionValidator
 
-    for cache in data_yaml.with_suffix("").glob("labels/*.cache"):
-        cache.unlink()
     validator = DetectionValidator(args={"data": str(data_yaml), "imgsz": imgsz, "batch": 16, "device": device,
                                          "split": "val", "plots": False, "verbose": False, "project": str(work),
                                          "name": "stage-detector", "exist_ok": True})
-    validator(model=copy.deepcopy(model).float().eval())
+    with no_label_caches(data_yaml):
+        validator(model=copy.deepcopy(model).float().eval())
     return _results(validator.metrics, class_names, len(validator.dataloader.dataset))
 
 

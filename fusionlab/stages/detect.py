@@ -179,7 +179,6 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     trainer = ctx.make_trainer(cfg.trainer, name=cfg.mode, limit_val_batches=0)
     ctx.fit(trainer, module, dm, name=cfg.mode)
     refined, trained_detector = module.fusion_net.eval(), module.detector.eval()
-    train_logs = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
     if not ctx.is_global_zero:  # the protocol and the reports run once, on rank 0
         return {"mode": cfg.mode}
     extra = {k: v for k, v in net.checkpoint_config.items() if k not in ("kind", "model", "stage4_config")}
@@ -223,5 +222,5 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     metrics.update(proto.manifest_metrics(summary))
     metrics["map50/stage_detector"] = round(stage_detector["map50"], 4)
     metrics["map50_95/stage_detector"] = round(stage_detector["map50_95"], 4)
-    metrics.update({f"{cfg.mode}/{k.split('/', 1)[1]}_last": v for k, v in train_logs.items()})
+    metrics.update({f"{cfg.mode}/{k}_last": round(v, 4) for k, v in module.last_logs.items()})
     return metrics

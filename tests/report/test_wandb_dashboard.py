@@ -28,7 +28,8 @@ SOURCES = {
     "denoiser": [("fusionlab/stages/denoiser.py", False)],
     "captions": [("fusionlab/stages/captions.py", False)],
     "fusion": [("fusionlab/stages/fusion.py", False)],
-    "detect": [("fusionlab/stages/detect.py", False), ("fusionlab/detection_protocol.py", False)],
+    "detect": [("fusionlab/stages/detect.py", False), ("fusionlab/detection/bilevel.py", False),
+               ("fusionlab/detection/protocol.py", False)],
 }
 COMMON = [("fusionlab/pipeline/stage_process.py", False)]  # summary: final metrics + wall_time_s
 LIGHTNING_SUFFIXES = ("_step", "_epoch")  # self.log(..., on_step=True, on_epoch=True) adds these

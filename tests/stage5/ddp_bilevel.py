@@ -77,7 +77,10 @@ class Pairs(torch.utils.data.Dataset):
         return i
 
 
-def collate(indices, data=Pairs()):
+DATA = Pairs()
+
+
+def collate(indices, data=DATA):
     idx = torch.tensor(indices)
     boxes = torch.cat([torch.arange(len(idx))[:, None].float(), torch.zeros(len(idx), 1), data.boxes[idx]], 1)
     return {"id": [str(i) for i in indices], "ir": data.ir[idx], "vi": data.vi[idx], "boxes": boxes}
