@@ -179,6 +179,7 @@ class DetectFusionModule(L.LightningModule):
         self.text_fn = text_fn
         self.steps_done = 0
         self.last_logs: dict[str, float] = {}  # the last step's losses (checkpointed: a resumed run reports them too)
+        self.timing = {"images": 0, "seconds": 0.0}  # training steps of this process (throughput, not checkpointed)
 
     # ---------------------------------------------------------------- pieces
     def fusion_params(self) -> dict[str, nn.Parameter]:
@@ -245,9 +246,14 @@ class DetectFusionModule(L.LightningModule):
             self.objective.on_epoch_start(self.current_epoch)
 
     def training_step(self, batch, batch_idx):
+        import time
+
+        started = time.perf_counter()
         torch.manual_seed(step_seed(self.seed, self.global_step, self.global_rank))
         step = {"joint": self.joint_step, "alternating": self.alternating_step, "bilevel": self.bilevel_step}
         logs = step[self.mode](batch)
+        self.timing["images"] += int(batch["ir"].shape[0])
+        self.timing["seconds"] += time.perf_counter() - started
         self.steps_done += 1
         self.last_logs.update({k: float(v) for k, v in logs.items()})
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=batch["ir"].shape[0])

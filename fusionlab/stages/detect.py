@@ -223,4 +223,10 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     metrics["map50/stage_detector"] = round(stage_detector["map50"], 4)
     metrics["map50_95/stage_detector"] = round(stage_detector["map50_95"], 4)
     metrics.update({f"{cfg.mode}/{k}_last": round(v, 4) for k, v in module.last_logs.items()})
+    # throughput of what ran in this process (a resumed run times only what it redid)
+    t = module.timing
+    if t["seconds"] > 0:
+        metrics["timing/bilevel_images_per_s"] = round(t["images"] / t["seconds"], 2)
+    metrics["timing/protocol_unit_s"] = round(sum(r["wall_s"] for u in results.values() for r in u.values())
+                                              / sum(len(u) for u in results.values()), 2)
     return metrics

@@ -143,7 +143,10 @@ def test_sigkill_in_bilevel_and_in_protocol_resumes_to_the_same_result(reference
     finally:
         torch.set_num_threads(threads)
 
-    assert manifest["metrics"] == reference["manifest"]["metrics"]
+    def results(metrics):  # timings describe the processes, not the result
+        return {k: v for k, v in metrics.items() if not k.startswith("timing/")}
+
+    assert results(manifest["metrics"]) == results(reference["manifest"]["metrics"])
     ref = reference["out"]
     for part in ("fusion", "detector", *(f"protocol/{s}/seed0/detector" for s in ("ir", "vis", "fused", "bilevel"))):
         a, b = load_file(str(out / part / "model.safetensors")), load_file(str(ref / part / "model.safetensors"))
