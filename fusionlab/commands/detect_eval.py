@@ -124,12 +124,8 @@ def main(args: argparse.Namespace) -> int:
     work = out / "work"
     print(f"detect-eval: {len(train_idx)} train / {len(val_idx)} val images, classes {ds.classes}, "
           f"sets {(['ir', 'vis'] if not args.no_sources else []) + names}, seeds {cfg.seeds}", flush=True)
-    yamls = {}
-    if not args.no_sources:
-        yamls["ir"] = proto.write_image_set(work / "data", "ir", splits, ds.classes, lambda b: b["ir"])
-        yamls["vis"] = proto.write_image_set(work / "data", "vis", splits, ds.classes, lambda b: b["vi"])
-    for n, by_id in files.items():
-        yamls[n] = proto.write_image_set(work / "data", n, splits, ds.classes, by_id)
+    sources = {} if args.no_sources else {"ir": lambda b: b["ir"], "vis": lambda b: b["vi"]}
+    yamls = proto.write_image_sets(work / "data", splits, ds.classes, {**sources, **files})
 
     from fusionlab.stages.base import accelerator_device
 

@@ -124,52 +124,71 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def write_image_set(root: Path, name: str, splits: dict, class_names: list[str],
-                    images: Callable[[dict], torch.Tensor] | dict[str, Path]) -> Path:
-    """One image set as an ultralytics dataset: `root/name/{images,labels}/{train,val}` + `root/name.yaml`.
+def _files_digest(files: dict[str, Path]) -> str:
+    return _digest({k: [str(v), v.stat().st_size, v.stat().st_mtime_ns] for k, v in sorted(files.items())})
 
-    `splits` = {"train": PairDataset, "val": PairDataset} (the same for every set); `images` is
-    either a function batch -> [B,C,H,W] in [0,1] (written as PNG) or {id: file} (linked as is).
-    Labels come from the dataset, so every set has the same boxes. A set already written with the
-    same content is kept (`.complete` records its digest); returns the data YAML.
+
+def write_image_sets(root: Path, splits: dict, class_names: list[str],
+                     sources: dict[str, Callable[[dict], torch.Tensor] | dict[str, Path]]) -> dict[str, Path]:
+    """Image sets as ultralytics datasets: `root/<set>/{images,labels}/{train,val}` + `root/<set>.yaml`.
+
+    `splits` = {"train": PairDataset, "val": PairDataset}, the same for every set; `sources` maps a
+    set name to a function batch -> [B,C,H,W] in [0,1] (written as PNG) or to {id: file} (linked as
+    is). All sets are written in one pass over the data (fusers of one batch run back to back, so
+    frozen features shared by their nets are computed once). Labels come from the dataset, so every
+    set has the same boxes. A set already written with the same ids and files is kept (its
+    `.complete` record); each set folder appears atomically. Returns {set: data YAML}.
     """
     import hashlib
     import json
 
     import yaml
 
-    from fusionlab.artifacts import atomic_write_bytes, atomic_write_text
+    from fusionlab.artifacts import atomic_dir, atomic_write_text
     from fusionlab.data.io import encode_png
 
-    folder, data_yaml, marker = root / name, root / f"{name}.yaml", root / name / ".complete"
-    digests: dict[str, str] = {}
     planned = {split: list(ds.ids) for split, ds in splits.items()}
-    files = None if callable(images) else _digest({k: [str(v), v.stat().st_size, v.stat().st_mtime_ns]
-                                                   for k, v in sorted(images.items())})
-    if marker.is_file() and data_yaml.is_file():
-        done = json.loads(marker.read_text())
-        if done.get("ids") == planned and done.get("files") == files:
-            return data_yaml
-    shutil.rmtree(folder, ignore_errors=True)
-    for split, ds in splits.items():
-        for batch in _batches(ds):
-            for i, sid in enumerate(batch["id"]):
-                boxes = batch["boxes"][batch["boxes"][:, 0] == i, 1:] if "boxes" in batch else torch.zeros(0, 5)
-                atomic_write_text(folder / "labels" / split / f"{sid}.txt", _label_text(boxes))
-            if callable(images):
-                pictures = images(batch)
-                for sid, img in zip(batch["id"], pictures, strict=True):
-                    data = encode_png(img.detach().float().cpu())
-                    atomic_write_bytes(folder / "images" / split / f"{sid}.png", data)
-                    digests[sid] = hashlib.sha256(data).hexdigest()[:16]
-            else:
-                for sid in batch["id"]:
-                    src = Path(images[sid])
-                    _link_or_copy(src, folder / "images" / split / f"{sid}{src.suffix.lower()}")
-    atomic_write_text(data_yaml, yaml.safe_dump({"path": str(folder.resolve()), "train": "images/train",
-                                                 "val": "images/val", "names": dict(enumerate(class_names))}))
-    atomic_write_text(marker, json.dumps({"ids": planned, "files": files, "images": _digest(digests)}))
-    return data_yaml
+    yamls = {name: root / f"{name}.yaml" for name in sources}
+    records = {name: {"ids": planned, "files": None if callable(src) else _files_digest(src)}
+               for name, src in sources.items()}
+    todo = {}
+    for name, src in sources.items():
+        marker = root / name / ".complete"
+        if marker.is_file() and yamls[name].is_file():
+            done = json.loads(marker.read_text())
+            if done.get("ids") == records[name]["ids"] and done.get("files") == records[name]["files"]:
+                continue
+        todo[name] = src
+    if not todo:
+        return yamls
+    digests: dict[str, dict[str, str]] = {name: {} for name in todo}
+    with contextlib.ExitStack() as stack:  # every set folder appears at once: no per-file fsync
+        tmp = {name: stack.enter_context(atomic_dir(root / name)) for name in todo}
+        for split, ds in splits.items():
+            for folder in tmp.values():
+                (folder / "images" / split).mkdir(parents=True)
+                (folder / "labels" / split).mkdir(parents=True)
+            for batch in _batches(ds):
+                labels = {sid: _label_text(batch["boxes"][batch["boxes"][:, 0] == i, 1:] if "boxes" in batch
+                                           else torch.zeros(0, 5)) for i, sid in enumerate(batch["id"])}
+                for name, src in todo.items():
+                    for sid, text in labels.items():
+                        (tmp[name] / "labels" / split / f"{sid}.txt").write_text(text)
+                    if callable(src):
+                        for sid, img in zip(batch["id"], src(batch), strict=True):
+                            data = encode_png(img.detach().float().cpu())
+                            (tmp[name] / "images" / split / f"{sid}.png").write_bytes(data)
+                            digests[name][sid] = hashlib.sha256(data).hexdigest()[:16]
+                    else:
+                        for sid in batch["id"]:
+                            file = Path(src[sid])
+                            _link_or_copy(file, tmp[name] / "images" / split / f"{sid}{file.suffix.lower()}")
+    for name in todo:
+        folder = root / name
+        atomic_write_text(yamls[name], yaml.safe_dump({"path": str(folder.resolve()), "train": "images/train",
+                                                       "val": "images/val", "names": dict(enumerate(class_names))}))
+        atomic_write_text(folder / ".complete", json.dumps({**records[name], "images": _digest(digests[name])}))
+    return yamls
 
 
 @contextlib.contextmanager
@@ -259,11 +278,10 @@ def train_unit(set_name: str, seed: int, data_yaml: Path, class_names: list[str]
                device: str, key: str) -> dict:
     """Train and score one (set, seed) unit; its folder `work/units/<set>-seed<k>` appears atomically."""
     import json
+    import time
 
     from fusionlab.artifacts import atomic_dir
     from fusionlab.models.detector import build_detector, save_detector
-
-    import time
 
     started = time.perf_counter()
     name = f"{set_name}-seed{seed}"

@@ -76,6 +76,16 @@ def fuser(net, text_fn, device):
     return fuse
 
 
+def share_frozen_parts(net, source):
+    """Give `net` the frozen submodules of `source` (same architecture), e.g. ldnf's diffusion feature
+    extractor: one copy in memory, and `frozen_features_once` then serves both nets."""
+    for name, child in source.named_children():
+        params = list(child.parameters())
+        if params and not any(p.requires_grad for p in params):
+            setattr(net, name, child)
+    return net
+
+
 def draw_boxes(images: torch.Tensor, preds: list[torch.Tensor], gts: list[torch.Tensor], names: list[str],
                min_conf: float = 0.25) -> torch.Tensor:
     """uint8 grid [3,H,W]: ground truth in green, predictions [n,6] (x1,y1,x2,y2,conf,class; conf >= min_conf) in red."""
@@ -132,9 +142,25 @@ def _panel(data_yaml, predictions: dict, ids: list[str], names: list[str]):
 # --------------------------------------------------------------------------- run
 
 
+class _Phases:
+    """Wall time of each phase of the stage: printed as it ends, and kept for the manifest."""
+
+    def __init__(self):
+        import time
+
+        self.clock, self.last, self.seconds = time.perf_counter, time.perf_counter(), {}
+
+    def done(self, key: str, what: str) -> None:
+        now = self.clock()
+        self.seconds[key] = round(now - self.last, 2)
+        self.last = now
+        print(f"detect: {what}: {self.seconds[key]:.1f} s", flush=True)
+
+
 def run(cfg: Config, ctx: StageContext) -> dict:
     from fusionlab.models.detector import prepare_ultralytics
 
+    phases = _Phases()
     prepare_ultralytics(ctx.run_dir or ctx.out_dir)  # before any ultralytics import
 
     import lightning as L
@@ -142,7 +168,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     from fusionlab.artifacts import atomic_write_bytes
     from fusionlab.data.io import encode_png
     from fusionlab.detection import protocol as proto
-    from fusionlab.detection.bilevel import BilevelData, DetectFusionModule
+    from fusionlab.detection.bilevel import BilevelData, DetectFusionModule, frozen_features_once
     from fusionlab.detection.objective import lower_objective, stage4_config
     from fusionlab.errors import DataError, PipelineError
     from fusionlab.models.detector import build_detector, save_detector
@@ -159,16 +185,11 @@ def run(cfg: Config, ctx: StageContext) -> dict:
         raise PipelineError(f"fusion model in '{cfg.fusion}' needs text; set `embeddings:` to stage 3's embeddings/ folder")
     s4_config, s4_source = stage4_config(cfg.fusion, net)
     objective = lower_objective(net, s4_config, data_root=cfg.data.root)
+    phases.done("setup", "setup (data, nets, lower objective)")
     device = accelerator_device(cfg.trainer.accelerator)
     yolo_device = "cpu" if device.type == "cpu" else "0"
     work = ctx.checkpoint_dir("protocol")
     splits = {"train": dm.train_set, "val": dm.val_set}
-    yamls = {}
-    if ctx.is_global_zero:  # the sets that do not depend on this stage's training, before it changes the net
-        yamls["ir"] = proto.write_image_set(work / "data", "ir", splits, names, lambda b: b["ir"])
-        yamls["vis"] = proto.write_image_set(work / "data", "vis", splits, names, lambda b: b["vi"])
-        yamls["fused"] = proto.write_image_set(work / "data", "fused", splits, names,
-                                               fuser(net.to(device).eval(), text_fn, device))
 
     # --- 1. the bilevel problem (or an ablation mode): fusion net + detector
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -178,6 +199,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
                                 det_reduction=cfg.detector.loss_reduction)
     trainer = ctx.make_trainer(cfg.trainer, name=cfg.mode, limit_val_batches=0)
     ctx.fit(trainer, module, dm, name=cfg.mode)
+    phases.done("training", f"{cfg.mode} training")
     refined, trained_detector = module.fusion_net.eval(), module.detector.eval()
     if not ctx.is_global_zero:  # the protocol and the reports run once, on rank 0
         return {"mode": cfg.mode}
@@ -186,11 +208,18 @@ def run(cfg: Config, ctx: StageContext) -> dict:
                                                       "stage4_config": s4_config})
     save_detector(ctx.output("detector"), trained_detector, cfg.detector)
 
-    # --- 2. the protocol: a fresh detector per image set and seed, ultralytics' trainer and validator
-    yamls["bilevel"] = proto.write_image_set(work / "data", "bilevel", splits, names,
-                                             fuser(refined.to(device), text_fn, device))
+    # --- 2. the protocol: the image sets (one pass; the stage-4 net shares the refined net's frozen
+    # parts, so ldnf's diffusion features of a batch are computed once for both), then a fresh
+    # detector per set and seed through ultralytics' trainer and validator
+    stage4 = share_frozen_parts(load_fusion_model(cfg.fusion), refined).to(device).eval()
+    with frozen_features_once(refined):
+        yamls = proto.write_image_sets(work / "data", splits, names, {
+            "ir": lambda b: b["ir"], "vis": lambda b: b["vi"], "fused": fuser(stage4, text_fn, device),
+            "bilevel": fuser(refined.to(device), text_fn, device)})
+    phases.done("sets", "image sets written (IR, VIS, stage-4 fused, bilevel-fused)")
     results = proto.run_protocol(yamls, names, cfg.protocol, work, device=yolo_device, key=ctx.key,
                                  config_root=ctx.run_dir or ctx.out_dir)
+    phases.done("protocol", "protocol units")
     stage_detector = proto.validate_detector(trained_detector, yamls["bilevel"], names, cfg.detector.imgsz,
                                              yolo_device, work)
     proto.publish_units(work, ctx.output("protocol"))
@@ -227,6 +256,8 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     t = module.timing
     if t["seconds"] > 0:
         metrics["timing/bilevel_images_per_s"] = round(t["images"] / t["seconds"], 2)
+    phases.done("tables", "stage detector, tables and panels")
+    metrics.update({f"timing/{k}_s": v for k, v in phases.seconds.items()})
     metrics["timing/protocol_unit_s"] = round(sum(r["wall_s"] for u in results.values() for r in u.values())
                                               / sum(len(u) for u in results.values()), 2)
     return metrics
