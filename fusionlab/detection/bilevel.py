@@ -274,6 +274,18 @@ class DetectFusionModule(L.LightningModule):
 
     # ---------------------------------------------------------------- modes
     def joint_step(self, batch) -> dict:
+        """Direct joint training: one summed loss F + w·L_d, both nets stepped on it."""
+        return self.summed_step(batch, step_detector=True)
+
+    def alternating_step(self, batch) -> dict:
+        k = self.optim_cfg.k
+        return self.fusion_step(batch) if self.steps_done % (k + 1) < k else self.detector_step(batch)
+
+    def fusion_step(self, batch) -> dict:
+        """Lower level on F + w·L_d with the detector held fixed (alternating)."""
+        return self.summed_step(batch, step_detector=False)
+
+    def summed_step(self, batch, step_detector: bool) -> dict:
         opt_f, opt_d = self.optimizers()
         text = self.text(batch)
         z = self.fuse(batch, text)
@@ -283,24 +295,8 @@ class DetectFusionModule(L.LightningModule):
         opt_d.zero_grad()
         self.manual_backward(lf + self.optim_cfg.det_weight * ld)
         opt_f.step()
-        opt_d.step()
-        return {"loss_fusion": lf.detach(), "loss_det": ld.detach()}
-
-    def alternating_step(self, batch) -> dict:
-        k = self.optim_cfg.k
-        return self.fusion_step(batch) if self.steps_done % (k + 1) < k else self.detector_step(batch)
-
-    def fusion_step(self, batch) -> dict:
-        """Lower level on F + w·L_d with the detector held fixed (alternating)."""
-        opt_f, opt_d = self.optimizers()
-        text = self.text(batch)
-        z = self.fuse(batch, text)
-        lf = self.lower(z, batch, text)["total"]
-        ld, _ = self.detection_loss(self.rgb(z, batch), batch)
-        opt_f.zero_grad()
-        opt_d.zero_grad()
-        self.manual_backward(lf + self.optim_cfg.det_weight * ld)
-        opt_f.step()  # the detector's gradients of this backward are never used
+        if step_detector:  # (alternating: the detector's gradients of this backward are never used)
+            opt_d.step()
         return {"loss_fusion": lf.detach(), "loss_det": ld.detach()}
 
     def detector_step(self, batch) -> dict:

@@ -58,13 +58,10 @@ def mean_over_ranks(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensors
-    world = dist.get_world_size()
-    out = []
-    for t in tensors:
-        t = t.detach().clone()
-        dist.all_reduce(t)
-        out.append(t / world)
-    return out
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors])  # one collective for all tensors
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)]
 
 
 def _leaves(params: Params) -> Params:
