@@ -57,8 +57,9 @@ CURVES: dict[str, list[tuple[str, list[str]]]] = {
     ],
     "detect": [
         (f"{DETECT_MODE}: fusion (lower) and detection (upper) losses",
-         [f"{DETECT_MODE}-train/loss_fusion", f"{DETECT_MODE}-train/loss_det", f"{DETECT_MODE}-train/loss_det_lookahead"]),
-        ("protocol detectors: training loss", [f"protocol-{s}-train/loss" for s in DETECTION_SETS]),
+         [f"{DETECT_MODE}-train/loss_fusion", f"{DETECT_MODE}-train/loss_det"]),
+        (f"{DETECT_MODE}: lower-level step and hypergradient norms",
+         [f"{DETECT_MODE}-train/lower_shift", f"{DETECT_MODE}-train/hypergrad_norm"]),
     ],
 }
 # Loss terms of any preset (baseline, text2pixels, ldfusion, tgif log other term names).

@@ -5,10 +5,12 @@ Format (one entry per image, all boxes in the SAME units, pixels or normalised):
 - targets:     tensor [M, 5] = (class, x1, y1, x2, y2)
 `yolo_to_xyxy` turns fusionlab's YOLO boxes (class, cx, cy, w, h) into the target format.
 
-Predictions are matched to targets greedily in descending score order, per IoU threshold
-0.50:0.05:0.95 and per class (as ultralytics' validator does); AP, precision and recall come from
+Matching is ultralytics' own: `BaseValidator.match_predictions` (predictions in descending score
+order, each IoU threshold 0.50:0.05:0.95, same class only), and AP, precision and recall come from
 `ultralytics.utils.metrics.ap_per_class` (101-point interpolated AP; P and R at the confidence of
-maximal mean F1), so numbers agree with `yolo val`.
+maximal mean F1). The detection protocol itself never uses this class: it scores with
+ultralytics' `DetectionValidator` (`fusionlab.detection.protocol`). This one is for predictions
+you already have (e.g. from another tool), in the format below.
 """
 
 from __future__ import annotations
@@ -31,24 +33,23 @@ def yolo_to_xyxy(boxes: torch.Tensor, width: float = 1.0, height: float = 1.0) -
 
 
 def match_detections(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Boolean [N, 10]: is each prediction a true positive at each IoU threshold?"""
+    """Boolean [N, 10]: is each prediction a true positive at each IoU threshold (ultralytics' matcher)?"""
+    from types import SimpleNamespace
+
+    from fusionlab.models.detector import prepare_ultralytics_default
+
+    prepare_ultralytics_default()
+    from ultralytics.engine.validator import BaseValidator
     from ultralytics.utils.metrics import box_iou
 
     n = pred.shape[0]
-    correct = torch.zeros(n, len(IOU_THRESHOLDS), dtype=torch.bool)
     if n == 0 or target.shape[0] == 0:
-        return correct
-    order = torch.argsort(pred[:, 4], descending=True)
+        return torch.zeros(n, len(IOU_THRESHOLDS), dtype=torch.bool)
+    order = torch.argsort(pred[:, 4], descending=True)  # the matcher expects descending confidence
     iou = box_iou(target[:, 1:5].double(), pred[order, :4].double())  # [M, N]
-    iou = iou * (target[:, :1] == pred[order, 5][None]).double()  # other classes never match
-    thresholds = IOU_THRESHOLDS.double()
-    claimed = torch.zeros(target.shape[0], len(thresholds), dtype=torch.bool)
-    for j in range(n):
-        available = torch.where(claimed, 0.0, iou[:, j : j + 1])  # [M, T]
-        best_iou, k = available.max(0)
-        hit = best_iou >= thresholds
-        correct[order[j]] = hit
-        claimed[k[hit], torch.nonzero(hit).flatten()] = True
+    matched = BaseValidator.match_predictions(SimpleNamespace(iouv=IOU_THRESHOLDS), pred[order, 5], target[:, 0], iou)
+    correct = torch.zeros(n, len(IOU_THRESHOLDS), dtype=torch.bool)
+    correct[order] = matched.bool()
     return correct
 
 

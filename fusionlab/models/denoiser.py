@@ -15,8 +15,7 @@ Saved as a diffusers pipeline folder (`DDPMPipeline.save_pretrained`: `model_ind
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 from pathlib import Path
 
 import torch
@@ -180,14 +179,7 @@ def sample_grid(x: torch.Tensor, columns: int = 4) -> torch.Tensor:
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
-
-
-# The most recent features per extractor fingerprint (UNet weights, timesteps, blocks, seed).
-# A frozen copy of a net (stage 5's structure anchor, the protocol's stage-4 net beside the
-# refined one) asks for the features of the very same batch right after the original did;
-# this one-entry memo answers it without a second UNet pass. Inputs are compared by content.
-_RECENT: dict[str, tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = {}
+    return a is b or (a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b))
 
 
 class DiffusionFeatureExtractor(nn.Module):
@@ -197,7 +189,7 @@ class DiffusionFeatureExtractor(nn.Module):
     x_t = sqrt(ᾱ_t) x0 + sqrt(1-ᾱ_t) γ (eq. 4) and passed once through the UNet; forward hooks
     catch the outputs of `unet.up_blocks[b]` for b in `blocks` (0 = lowest resolution).
 
-    Call: `extractor(ir [B,1,H,W], vi [B,3,H,W], ids=None) -> list[Tensor]`, one tensor per block
+    Call: `extractor(ir [B,1,H,W], vi [B,3,H,W]) -> list[Tensor]`, one tensor per block
     (in `blocks` order), float32, each `[B, channels[i], ceil(H/strides[i]), ceil(W/strides[i])]`,
     where the features of all timesteps are concatenated along channels (timestep-major), so
     `channels[i] = len(timesteps) * C_b` and C_b is the block's width. For the default UNet
@@ -208,12 +200,11 @@ class DiffusionFeatureExtractor(nn.Module):
 
     Deterministic given `seed`: one noise map per (seed, timestep, padded size) is drawn on the CPU
     and shared by every image of the batch, so an image's features do not depend on its batch.
-    With `cache_dir` and `ids`, features are stored per id as safetensors (keyed by the UNet
-    weights, timesteps, blocks and seed; an entry is recomputed if the image changed).
+    Inside `with extractor.reuse():` a batch's features are computed once however often the net
+    is evaluated on it (stage 5's lower-level steps evaluate one net at several parameter values).
     """
 
-    def __init__(self, unet, scheduler, timesteps=(50, 150), blocks=(0, 1), seed: int = 0,
-                 cache_dir: str | Path | None = None):
+    def __init__(self, unet, scheduler, timesteps=(50, 150), blocks=(0, 1), seed: int = 0):
         super().__init__()
         self.unet = unet.eval().requires_grad_(False)
         self.scheduler = scheduler
@@ -229,9 +220,7 @@ class DiffusionFeatureExtractor(nn.Module):
         widths = list(reversed(unet.config.block_out_channels))
         self.channels = [widths[b] * len(self.timesteps) for b in self.blocks]
         self.strides = [2 ** max(n_up - 2 - b, 0) for b in self.blocks]
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self._fingerprint: str | None = None
-        self._fingerprint_versions: tuple[int, ...] = ()
+        self._reused: list | None = None
 
     def train(self, mode: bool = True):  # always frozen
         return super().train(False)
@@ -240,22 +229,30 @@ class DiffusionFeatureExtractor(nn.Module):
         gen = torch.Generator().manual_seed(self.seed * 1000003 + k)
         return torch.randn((1, *shape), generator=gen)
 
-    @torch.no_grad()
-    def compute(self, ir: torch.Tensor, vi: torch.Tensor) -> list[torch.Tensor]:
-        """Features without the disk cache (see the class docstring for shapes).
+    @contextlib.contextmanager
+    def reuse(self):
+        """Within the block, features of a batch already seen are returned again, not recomputed.
 
-        The returned tensors may be shared with the next caller of the same batch: do not modify
-        them in place.
+        The extractor is frozen, so its features depend on the input pair only. Do not modify the
+        returned tensors in place.
         """
-        unet_dtype = next(self.unet.parameters()).dtype
-        fingerprint = f"{self.fingerprint()}:{unet_dtype}:{torch.is_autocast_enabled(ir.device.type)}"
-        recent = _RECENT.get(fingerprint)
-        if recent is not None and _same(recent[0], ir) and _same(recent[1], vi):
-            return list(recent[2])
+        self._reused = []
+        try:
+            yield self
+        finally:
+            self._reused = None
+
+    @torch.no_grad()
+    def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> list[torch.Tensor]:
+        """Features of the pair (see the class docstring for shapes)."""
+        if self._reused is not None:
+            for seen_ir, seen_vi, feats in self._reused:
+                if _same(seen_ir, ir) and _same(seen_vi, vi):
+                    return list(feats)
         feats = self._compute(ir, vi)
-        _RECENT.clear()  # one entry: a batch's features are only reused by the very next call
-        _RECENT[fingerprint] = (ir.detach().clone(), vi.detach().clone(), feats)
-        return list(feats)
+        if self._reused is not None:
+            self._reused.append((ir, vi, feats))
+        return feats
 
     def _compute(self, ir: torch.Tensor, vi: torch.Tensor) -> list[torch.Tensor]:
         h, w = ir.shape[-2:]
@@ -281,53 +278,3 @@ class DiffusionFeatureExtractor(nn.Module):
             f = torch.cat(per_block[b], dim=1)
             out.append(f[..., : -(-h // s), : -(-w // s)].contiguous())
         return out
-
-    def fingerprint(self) -> str:
-        """Hash of the UNet weights, timesteps, blocks and seed; recomputed when a weight changes."""
-        versions = tuple(p._version for p in self.unet.parameters())
-        if self._fingerprint is None or versions != self._fingerprint_versions:
-            self._fingerprint_versions = versions
-            h = hashlib.sha256(json.dumps([self.timesteps, self.blocks, self.seed]).encode())
-            for name, p in sorted(self.unet.state_dict().items()):
-                h.update(name.encode())
-                h.update(p.detach().float().cpu().numpy().tobytes())
-            self._fingerprint = h.hexdigest()[:16]
-        return self._fingerprint
-
-    @staticmethod
-    def _image_key(ir: torch.Tensor, vi: torch.Tensor) -> str:
-        """Content hash of the pair (a flipped or edited image gets a new key)."""
-        h = hashlib.sha1(str(tuple(ir.shape)).encode())
-        for t in (ir, vi):
-            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()
-
-    def forward(self, ir: torch.Tensor, vi: torch.Tensor, ids: list[str] | None = None) -> list[torch.Tensor]:
-        if self.cache_dir is None or ids is None:
-            return self.compute(ir, vi)
-        from safetensors import safe_open
-        from safetensors.torch import save as save_bytes
-
-        from fusionlab.artifacts import atomic_write_bytes
-
-        folder = self.cache_dir / self.fingerprint()
-        keys = [self._image_key(ir[i], vi[i]) for i in range(len(ids))]
-        cached: list[list[torch.Tensor]] | None = []
-        for sid, key in zip(ids, keys, strict=True):
-            file = folder / f"{sid}.safetensors"
-            if not file.is_file():
-                cached = None
-                break
-            with safe_open(str(file), framework="pt") as fh:
-                if fh.metadata().get("image") != key:
-                    cached = None
-                    break
-                cached.append([fh.get_tensor(f"block{i}") for i in range(len(self.blocks))])
-        if cached is not None:
-            return [torch.stack([c[i] for c in cached]).to(ir.device) for i in range(len(self.blocks))]
-        feats = self.compute(ir, vi)
-        folder.mkdir(parents=True, exist_ok=True)
-        for j, (sid, key) in enumerate(zip(ids, keys, strict=True)):
-            tensors = {f"block{i}": f[j].detach().cpu().contiguous() for i, f in enumerate(feats)}
-            atomic_write_bytes(folder / f"{sid}.safetensors", save_bytes(tensors, metadata={"image": key}))
-        return feats

@@ -12,7 +12,7 @@ around them:
 * `DetectionCriterion`: the data layer's boxes `[N,6] (batch_index, class, cx, cy, w, h)` ->
   ultralytics' `{batch_idx, cls, bboxes}`; returns the loss per image.
 * `predict`: inference + NMS -> per-image `[n,6] (x1, y1, x2, y2, conf, class)` in pixels.
-* `save_detector` / `load_detector`: our artifacts are safetensors + `config.json` + `model.yaml`.
+* `save_detector` / `load_detector`: our artifacts are safetensors + `config.json`.
 
 Weights safety: detectors are safetensors (never unpickled). A user's ultralytics `.pt` (a pickle)
 is refused at run time; `fusionlab weights import X.pt --trust` converts it once into a detector
@@ -32,9 +32,6 @@ from pydantic import Field
 from fusionlab.artifacts import plain
 from fusionlab.config import Section
 from fusionlab.errors import ConfigError
-
-MODEL_YAML = "model.yaml"
-
 
 # --------------------------------------------------------------------------- hygiene
 
@@ -60,7 +57,9 @@ def prepare_ultralytics(run_dir: str | os.PathLike) -> Path:
     _install_font(Path(USER_CONFIG_DIR))
     runs = Path(run_dir).resolve() / "ultralytics" / "runs"
     wanted = {"sync": False, "runs_dir": str(runs), "weights_dir": str(runs / "weights"),
-              "datasets_dir": str(runs / "datasets")}
+              "datasets_dir": str(runs / "datasets"),
+              # no experiment-tracker callbacks inside ultralytics' trainer (mlflow would write ./mlruns)
+              **{k: False for k in ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")}}
     if any(SETTINGS.get(k) != v for k, v in wanted.items()):
         SETTINGS.update(wanted)
     return Path(USER_CONFIG_DIR)
@@ -153,21 +152,10 @@ def detector_config_dict(model, cfg: DetectorConfig) -> dict:
 
 
 def save_detector(path: str | os.PathLike, model, cfg: DetectorConfig) -> Path:
-    """Write `detector/`: model.safetensors + config.json (load_model_files-compatible) + model.yaml."""
-    import json
+    """Write `detector/`: model.safetensors + config.json (the resolved ultralytics model dict, classes, thresholds)."""
+    from fusionlab.artifacts import save_model
 
-    import yaml
-    from safetensors.torch import save_file
-
-    from fusionlab.artifacts import CONFIG_NAME, WEIGHTS_NAME, atomic_dir
-
-    config = detector_config_dict(model, cfg)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_dir(path) as tmp:
-        save_file(state, str(tmp / WEIGHTS_NAME))
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
-        (tmp / MODEL_YAML).write_text(yaml.safe_dump(plain(config["model"]), sort_keys=False))
-    return Path(path)
+    return save_model(path, model, plain(detector_config_dict(model, cfg)))
 
 
 def load_detector(path: str | os.PathLike):

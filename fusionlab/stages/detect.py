@@ -1,52 +1,41 @@
-"""Stage `detect`: bilevel fusion + YOLO detection (Text2Pixels eq. 7), then the detection protocol.
+"""Stage `detect`: Text2Pixels' bilevel fusion + detection (eq. 7), then the detection protocol.
 
-The stage-4 fusion net (lower level) and an ultralytics YOLO (upper level) are trained together
-in one of three modes — the paper's ablation, recorded in the returned metrics as `mode`:
+1. Training (`fusionlab.detection.bilevel`): the stage-4 fusion net is the lower level, solving its
+   own stage-4 objective (`fusionlab.detection.objective.lower_objective`); an ultralytics YOLO is
+   the upper level, trained on the lower-level solution, whose loss reaches the fusion net through
+   the hypergradient chosen by `optim.hypergrad` (`fusionlab.detection.hypergrad`). `mode: joint`
+   and `mode: alternating` are the paper's training-strategy ablation.
+2. The protocol (`fusionlab.detection.protocol`): ultralytics' DetectionTrainer/Validator train and
+   score a fresh detector per image set (IR only, VIS only, stage-4 fused, bilevel-fused) and seed,
+   on one split. The manifest and map.md/json give mean ± std over the seeds and the paired
+   per-seed differences of each fused set against IR-only and VIS-only.
 
-* `joint`: one summed loss `L_f(z) + w·L_d(ω; z)`, both nets stepped together.
-* `alternating`: `k` lower-level fusion steps on `L_f(z) + w·L_d(ω; z)` with the detector held
-  fixed, then one detector step on the current fused images (computed without a graph, so no
-  gradient reaches the fusion net from detector steps).
-* `bilevel` (default): the detector is optimised on z* = fusion output (detached: the upper
-  level), and the detection loss reaches the fusion net through a one-step unrolled
-  hypergradient: simulate one detector SGD step `ω' = ω − η ∇_ω L_d(ω; z(θ))` (with
-  `create_graph`), evaluate `L_d(ω'; z(θ))`, and backpropagate `L_f + w·L_d(ω'; z)` into θ only.
-  `hypergrad: first_order` drops the second-order term (ω' computed from a detached gradient),
-  DARTS' first-order approximation, cheaper and used when double backward is too costly.
-
-`L_f` is the lower-level fidelity objective: intensity (L1 to max(IR, VIS-Y)), gradient (L1 to
-the larger Sobel magnitude) and the paper's structure term `L^str(z, z')` (L1 to the frozen
-stage-4 output z', which keeps the refined images close to what stage 4 learned).
-
-Then the field's protocol (fusionlab.detection_protocol): fresh detectors with the same seed,
-schedule and split on IR only, VIS only, stage-4 fused and bilevel-fused images; their mAP@0.5
-lands in the metrics (manifest) and in map.json|csv|md.
+See docs/stages/detect.md for the formulas.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Literal
 
 import torch
 from pydantic import Field
 
-from fusionlab.config import Section
 from fusionlab.data.config import DataConfig
-from fusionlab.detection_protocol import ProtocolConfig
+from fusionlab.detection.bilevel import OptimConfig
+from fusionlab.detection.protocol import ProtocolConfig
 from fusionlab.models.detector import DetectorConfig
 from fusionlab.stages.base import StageConfig, StageContext, accelerator_device
 
 log = logging.getLogger("fusionlab.detect")
 
-OUTPUTS = ("detector", "fusion", "map.json", "map.csv", "map.md", "boxes.png")
+OUTPUTS = ("detector", "fusion", "protocol", "map.json", "map.csv", "map.md", "boxes.png")
 HEADLINE = ("map50/ir", "map50/vis", "map50/fused", "map50/bilevel")
 SETS = ("ir", "vis", "fused", "bilevel")  # protocol rows: sources, stage-4 fused, refined by this stage
 
 
 def code_dependencies(config: dict) -> list[str]:
-    """The module of the fusion net the stage-4 checkpoint names (imported by name), for the code key."""
+    """The modules of the preset the stage-4 checkpoint names (imported by name), for the code key."""
     import json
     from pathlib import Path
 
@@ -59,259 +48,27 @@ def code_dependencies(config: dict) -> list[str]:
     return preset_modules(name) if name in preset_names() else []
 
 
-class OptimConfig(Section):
-    """The two optimisers and the coupling between the levels."""
-
-    lr_fusion: float = Field(1e-4, gt=0)
-    lr_detector: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    det_weight: float = Field(0.1, ge=0)  # w: weight of the detection term in the fusion net's loss
-    inner_lr: float = Field(0.01, gt=0)  # η of the simulated detector SGD step (bilevel)
-    hypergrad: Literal["unrolled", "first_order"] = "unrolled"
-    k: int = Field(2, gt=0)  # alternating: fusion steps per detector step
-    intensity_weight: float = Field(1.0, ge=0)
-    gradient_weight: float = Field(1.0, ge=0)
-    structure_weight: float = Field(1.0, ge=0)
-
-
 class Config(StageConfig):
     data: DataConfig
     fusion: str  # stage-4 `fusion/` folder
     embeddings: str | None = None  # stage-3 embedding cache (needed when the fusion net takes text)
     mode: Literal["joint", "alternating", "bilevel"] = "bilevel"
     optim: OptimConfig = OptimConfig()
-    detector: DetectorConfig = DetectorConfig()
+    # the upper level's detector; Text2Pixels uses YOLOv5 ("we adopt YOLOv5", size not given: s)
+    detector: DetectorConfig = DetectorConfig(cfg="yolov5s.yaml", width_multiple=None, depth_multiple=None, imgsz=640)
     protocol: ProtocolConfig = ProtocolConfig()
-    panel_images: int = Field(4, ge=0)  # fused val images drawn with predicted boxes
+    panel_images: int = Field(4, ge=0)  # bilevel-fused val images drawn with predicted boxes
 
 
 def pretrained_parts(cfg: Config) -> list:
-    """The YOLO detectors' starting weights (fusionlab.provenance): `pretrained` of the stage and the protocol."""
+    """The YOLO detectors' starting weights (fusionlab.provenance): the bilevel stage's and the protocol's."""
     from fusionlab.provenance import detector_part
 
     return [detector_part(cfg.detector.pretrained, "detector.pretrained", "the bilevel stage"),
-            detector_part(cfg.protocol.detector.pretrained, "protocol.detector.pretrained", "the detection protocol")]
+            detector_part(cfg.protocol.pretrained, "protocol.pretrained", "the detection protocol")]
 
 
-# --------------------------------------------------------------------------- lower-level loss
-
-
-def _gradient(x: torch.Tensor) -> torch.Tensor:
-    import kornia
-
-    g = kornia.filters.spatial_gradient(x, mode="sobel")  # [B,C,2,H,W]
-    return g.abs().sum(2)
-
-
-def fidelity_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, anchor: torch.Tensor | None,
-                  cfg: OptimConfig) -> torch.Tensor:
-    """Lower-level objective f(z, x, y): intensity + gradient fidelity, plus structure to z'."""
-    from fusionlab.data.colour import to_gray
-
-    y, vy = to_gray(fused), to_gray(vi)
-    loss = cfg.intensity_weight * torch.nn.functional.l1_loss(y, torch.maximum(ir, vy))
-    loss = loss + cfg.gradient_weight * torch.nn.functional.l1_loss(_gradient(y), torch.maximum(_gradient(ir), _gradient(vy)))
-    if anchor is not None and cfg.structure_weight > 0:
-        loss = loss + cfg.structure_weight * torch.nn.functional.l1_loss(fused, anchor)
-    return loss
-
-
-# --------------------------------------------------------------------------- the LightningModule
-
-
-def _module_class():
-    import lightning as L
-
-    class DetectFusionModule(L.LightningModule):
-        """Fusion net (lower level) + YOLO (upper level) under manual optimisation, two optimisers."""
-
-        def __init__(self, fusion_net, detector, mode: str = "bilevel", optim: dict | None = None,
-                     det_reduction: str = "mean", imgsz: int | None = None, text_fn=None):
-            super().__init__()
-            from fusionlab.models.detector import DetectionCriterion
-
-            self.automatic_optimization = False
-            self.save_hyperparameters({"mode": mode, "optim": optim or {}, "det_reduction": det_reduction,
-                                       "imgsz": imgsz})
-            self.mode, self.imgsz = mode, imgsz
-            self.optim_cfg = OptimConfig(**(optim or {}))
-            self.fusion_net = fusion_net
-            self.anchor_net = copy.deepcopy(fusion_net).eval().requires_grad_(False)
-            self.detector = detector
-            self.criterion = DetectionCriterion(detector, det_reduction)
-            self.text_fn = text_fn
-            self.steps_done = 0
-
-        # ---------------------------------------------------------------- helpers
-        def fuse(self, net, batch) -> torch.Tensor:
-            """RGB fused images [B,3,H,W] at the input size (the lower level's z)."""
-            return fuse_batch(net, batch, self.text_fn)
-
-        def to_detector(self, fused: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-            """Resize (differentiably) so the long side is `imgsz`, pad to the stride; also the resized size."""
-            from fusionlab.models.detector import pad_to_stride
-
-            h, w = fused.shape[-2:]
-            if self.imgsz and max(h, w) != self.imgsz:
-                s = self.imgsz / max(h, w)
-                fused = torch.nn.functional.interpolate(fused, size=(round(h * s), round(w * s)), mode="bilinear",
-                                                        align_corners=False)
-            size = tuple(fused.shape[-2:])
-            return pad_to_stride(fused, int(self.detector.stride.max())), size
-
-        def lower_loss(self, fused, batch) -> torch.Tensor:
-            anchor = None
-            if self.optim_cfg.structure_weight > 0:
-                with torch.no_grad():
-                    anchor = self.fuse(self.anchor_net, batch)
-            return fidelity_loss(fused, batch["ir"], batch["vi"], anchor, self.optim_cfg)
-
-        def det_params(self) -> list[torch.nn.Parameter]:
-            return [p for p in self.detector.parameters() if p.requires_grad]
-
-        def boxes_for(self, batch, z, size) -> torch.Tensor:
-            """Boxes re-normalised to the stride-padded canvas."""
-            b = batch["boxes"].clone().float()
-            (h, w), (ph, pw) = size, z.shape[-2:]
-            b[:, [2, 4]] *= w / pw
-            b[:, [3, 5]] *= h / ph
-            return b
-
-        def fused_for_detector(self, batch):
-            fused = self.fuse(self.fusion_net, batch)
-            z, size = self.to_detector(fused)
-            return fused, z, self.boxes_for(batch, z, size)
-
-        # ---------------------------------------------------------------- steps
-        def training_step(self, batch, batch_idx):
-            step = {"joint": self.joint_step, "alternating": self.alternating_step, "bilevel": self.bilevel_step}
-            logs = step[self.mode](batch)
-            self.steps_done += 1
-            self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=batch["ir"].shape[0])
-
-        def joint_step(self, batch) -> dict:
-            opt_f, opt_d = self.optimizers()
-            fused, z, boxes = self.fused_for_detector(batch)
-            lf = self.lower_loss(fused, batch)
-            ld, _ = self.criterion(self.detector(z), boxes)
-            opt_f.zero_grad()
-            opt_d.zero_grad()
-            self.manual_backward(lf + self.optim_cfg.det_weight * ld)
-            opt_f.step()
-            opt_d.step()
-            return {"loss_fusion": lf.detach(), "loss_det": ld.detach()}
-
-        def fusion_step(self, batch) -> dict:
-            """Lower level with the detector held fixed (alternating mode)."""
-            opt_f, _ = self.optimizers()
-            fused, z, boxes = self.fused_for_detector(batch)
-            lf = self.lower_loss(fused, batch)
-            ld, _ = self.criterion(self.detector(z), boxes)
-            opt_f.zero_grad()
-            self.manual_backward(lf + self.optim_cfg.det_weight * ld, inputs=self.fusion_params())
-            opt_f.step()
-            return {"loss_fusion": lf.detach(), "loss_det": ld.detach()}
-
-        def detector_step(self, batch) -> dict:
-            """Upper level on the current fused images; no graph into the fusion net."""
-            _, opt_d = self.optimizers()
-            with torch.no_grad():
-                _, z, boxes = self.fused_for_detector(batch)
-            ld, _ = self.criterion(self.detector(z), boxes)
-            opt_d.zero_grad()
-            self.manual_backward(ld)
-            opt_d.step()
-            return {"loss_det": ld.detach()}
-
-        def alternating_step(self, batch) -> dict:
-            k = self.optim_cfg.k
-            return self.fusion_step(batch) if self.steps_done % (k + 1) < k else self.detector_step(batch)
-
-        def fusion_params(self) -> list:
-            """Trainable fusion parameters (a preset may hold frozen parts, e.g. ldnf's denoiser)."""
-            return [p for p in self.fusion_net.parameters() if p.requires_grad]
-
-        def bilevel_step(self, batch) -> dict:
-            """One-step unrolled hypergradient for θ, then the detector's own step on z*."""
-            from torch.func import functional_call
-
-            cfg = self.optim_cfg
-            opt_f, opt_d = self.optimizers()
-            fused, z, boxes = self.fused_for_detector(batch)
-            lf = self.lower_loss(fused, batch)
-            names = [n for n, p in self.detector.named_parameters() if p.requires_grad]
-            params = self.det_params()
-            unrolled = cfg.hypergrad == "unrolled"
-            ld_inner, _ = self.criterion(self.detector(z if unrolled else z.detach()), boxes)
-            grads = torch.autograd.grad(ld_inner, params, create_graph=unrolled, allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
-            lookahead = {n: p - cfg.inner_lr * (g if unrolled else g.detach()) for n, p, g in zip(names, params, grads, strict=True)}
-            lookahead.update(dict(self.detector.named_buffers()))
-            lookahead.update({n: p for n, p in self.detector.named_parameters() if not p.requires_grad})
-            ld_outer, _ = self.criterion(functional_call(self.detector, lookahead, (z,)), boxes)
-            opt_f.zero_grad()
-            self.manual_backward(lf + cfg.det_weight * ld_outer, inputs=self.fusion_params())
-            opt_f.step()
-            # upper level: the detector steps on z* with the gradient it already has
-            opt_d.zero_grad()
-            for p, g in zip(params, grads, strict=True):
-                p.grad = g.detach()
-            opt_d.step()
-            return {"loss_fusion": lf.detach(), "loss_det": ld_inner.detach(), "loss_det_lookahead": ld_outer.detach()}
-
-        def on_save_checkpoint(self, checkpoint) -> None:
-            checkpoint["steps_done"] = self.steps_done  # keeps the alternating schedule on resume
-
-        def on_load_checkpoint(self, checkpoint) -> None:
-            self.steps_done = int(checkpoint.get("steps_done", 0))
-
-        def configure_optimizers(self):
-            cfg = self.optim_cfg
-            opt_f = torch.optim.Adam(self.fusion_params(), lr=cfg.lr_fusion)
-            opt_d = torch.optim.AdamW(self.det_params(), lr=cfg.lr_detector, weight_decay=cfg.weight_decay)
-            return [opt_f, opt_d]
-
-    return DetectFusionModule
-
-
-def DetectFusionModule(*args, **kwargs):
-    """Build the stage's LightningModule (the class is defined lazily so importing is cheap)."""
-    return _module_class()(*args, **kwargs)
-
-
-# --------------------------------------------------------------------------- helpers for run()
-
-
-def _samples(dataset):
-    """Whole-image batches of a PairDataset in a fixed order (batch 1 when sizes differ)."""
-    from fusionlab.data.collate import collate_samples
-
-    bs = 16 if dataset.uniform_size else 1
-    return torch.utils.data.DataLoader(dataset, batch_size=bs, shuffle=False, collate_fn=collate_samples)
-
-
-@torch.no_grad()
-def collect(dataset, imgsz: int, fusers: dict, device) -> dict:
-    """Letterboxed ImageSets of `dataset` for IR, VIS and each fuser {name: fn(batch) -> rgb}."""
-    from fusionlab.detection_protocol import letterbox, to_uint8
-
-    images: dict[str, list[torch.Tensor]] = {"ir": [], "vis": [], **{k: [] for k in fusers}}
-    boxes, ids = [], []
-    for batch in _samples(dataset):
-        n = len(batch["id"])
-        ids += batch["id"]
-        b = batch.get("boxes", torch.zeros(0, 6))
-        boxes += [b[b[:, 0] == i, 1:] for i in range(n)]
-        images["ir"] += list(to_uint8(batch["ir"]))
-        images["vis"] += list(to_uint8(batch["vi"]))
-        dev = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        for name, fn in fusers.items():
-            images[name] += list(to_uint8(fn(dev)))
-    out = {}
-    for name, imgs in images.items():
-        out[name] = letterbox(imgs, boxes, imgsz)
-        out[name].ids = ids
-    return out
+# --------------------------------------------------------------------------- helpers
 
 
 def _text_fn(path: str | None):
@@ -319,8 +76,7 @@ def _text_fn(path: str | None):
         return None
     from fusionlab.cache.store import EmbeddingCache
 
-    cache = EmbeddingCache(path)
-    return cache.get
+    return EmbeddingCache(path).get
 
 
 def fuse_batch(net, batch: dict, text_fn) -> torch.Tensor:
@@ -331,13 +87,30 @@ def fuse_batch(net, batch: dict, text_fn) -> torch.Tensor:
     return fuse_rgb(net, batch["ir"], batch["vi"], text)
 
 
-def _fuser(net, text_fn):
-    return lambda batch: fuse_batch(net, batch, text_fn)
+def fuser(net, text_fn, device):
+    """batch -> fused RGB on the CPU, for writing an image set."""
+
+    @torch.no_grad()
+    def fuse(batch):
+        dev = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        return fuse_batch(net, dev, text_fn).cpu()
+
+    return fuse
+
+
+def share_frozen_parts(net, source):
+    """Give `net` the frozen submodules of `source` (same architecture), e.g. ldnf's diffusion feature
+    extractor: one copy in memory, and `frozen_features_once` then serves both nets."""
+    for name, child in source.named_children():
+        params = list(child.parameters())
+        if params and not any(p.requires_grad for p in params):
+            setattr(net, name, child)
+    return net
 
 
 def draw_boxes(images: torch.Tensor, preds: list[torch.Tensor], gts: list[torch.Tensor], names: list[str],
                min_conf: float = 0.25) -> torch.Tensor:
-    """uint8 grid [3,H,W]: ground truth in green, predictions (conf >= min_conf) in red."""
+    """uint8 grid [3,H,W]: ground truth in green, predictions [n,6] (x1,y1,x2,y2,conf,class; conf >= min_conf) in red."""
     from torchvision.utils import draw_bounding_boxes, make_grid
 
     h, w = images.shape[-2:]
@@ -358,7 +131,6 @@ def draw_boxes(images: torch.Tensor, preds: list[torch.Tensor], gts: list[torch.
 def _wandb_boxes(run, images, preds, names, min_conf: float = 0.25) -> None:
     import wandb
 
-    h, w = images.shape[-2:]
     panel = []
     for img, pred in zip(images, preds, strict=True):
         rows = [{"position": {"minX": float(x1), "minY": float(y1), "maxX": float(x2), "maxY": float(y2)},
@@ -370,26 +142,61 @@ def _wandb_boxes(run, images, preds, names, min_conf: float = 0.25) -> None:
     run.log({"detect/boxes_on_fused": panel})
 
 
+def _panel(data_yaml, predictions: dict, ids: list[str], names: list[str]):
+    """Val images of a set with their labels and one unit's predictions (pixels, xyxy)."""
+    from fusionlab.data.io import read_vi
+
+    folder = data_yaml.with_suffix("")
+    images, preds, gts = [], [], []
+    for sid in ids:
+        arr, _ = read_vi(folder / "images" / "val" / f"{sid}.png")
+        img = torch.from_numpy(arr).permute(2, 0, 1)
+        h, w = img.shape[-2:]
+        images.append((img * 255).round().to(torch.uint8))
+        rows = torch.tensor(predictions.get(sid, []), dtype=torch.float32).reshape(-1, 6)  # cls cx cy w h conf
+        c, cx, cy, bw, bh, conf = rows.unbind(1)
+        preds.append(torch.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h, conf, c], 1))
+        lines = (folder / "labels" / "val" / f"{sid}.txt").read_text().split()
+        gts.append(torch.tensor([float(x) for x in lines]).reshape(-1, 5))
+    return torch.stack(images), preds, gts
+
+
 # --------------------------------------------------------------------------- run
+
+
+class _Phases:
+    """Wall time of each phase of the stage: printed as it ends, and kept for the manifest."""
+
+    def __init__(self):
+        import time
+
+        self.clock, self.last, self.seconds = time.perf_counter, time.perf_counter(), {}
+
+    def done(self, key: str, what: str) -> None:
+        now = self.clock()
+        self.seconds[key] = round(now - self.last, 2)
+        self.last = now
+        print(f"detect: {what}: {self.seconds[key]:.1f} s", flush=True)
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
     from fusionlab.models.detector import prepare_ultralytics
 
+    phases = _Phases()
     prepare_ultralytics(ctx.run_dir or ctx.out_dir)  # before any ultralytics import
 
     import lightning as L
 
-    from fusionlab import detection_protocol as proto
     from fusionlab.artifacts import atomic_write_bytes
-    from fusionlab.data.datamodule import FusionDataModule
     from fusionlab.data.io import encode_png
+    from fusionlab.detection import protocol as proto
+    from fusionlab.detection.bilevel import BilevelData, DetectFusionModule, frozen_features_once
+    from fusionlab.detection.objective import lower_objective, stage4_config
     from fusionlab.errors import DataError, PipelineError
-    from fusionlab.models.detector import build_detector, predict, save_detector
+    from fusionlab.models.detector import build_detector, save_detector
     from fusionlab.models.fusion import load_fusion_model, save_fusion_model
 
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = FusionDataModule(cfg.data)
+    dm = BilevelData(cfg.data)
     dm.require_eval_split()  # the detection protocol scores the val split
     if not dm.train_set.has_boxes:
         raise DataError(f"data.root '{cfg.data.root}' has no box labels (labels/*.txt); stage 5 trains a detector")
@@ -398,71 +205,81 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     text_fn = _text_fn(cfg.embeddings)
     if getattr(net, "needs_text", False) and text_fn is None:
         raise PipelineError(f"fusion model in '{cfg.fusion}' needs text; set `embeddings:` to stage 3's embeddings/ folder")
-    stage4_net = copy.deepcopy(net).eval()
+    s4_config, s4_source = stage4_config(cfg.fusion, net)
+    objective = lower_objective(net, s4_config, data_root=cfg.data.root)
+    phases.done("setup", "setup (data, nets, lower objective)")
+    device = accelerator_device(cfg.trainer.accelerator)
+    yolo_device = "cpu" if device.type == "cpu" else "0"
+    work = ctx.checkpoint_dir("protocol")
+    splits = {"train": dm.train_set, "val": dm.val_set}
 
-    # --- bilevel / joint / alternating training of fusion net + detector
+    # --- 1. the bilevel problem (or an ablation mode): fusion net + detector
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     detector = build_detector(cfg.detector, nc=len(names), names=names)
-    module = DetectFusionModule(net.train(), detector, mode=cfg.mode, optim=cfg.optim.model_dump(),
-                                det_reduction=cfg.detector.loss_reduction, imgsz=cfg.detector.imgsz, text_fn=text_fn)
+    module = DetectFusionModule(net.train(), detector, objective, mode=cfg.mode, optim=cfg.optim.model_dump(),
+                                imgsz=cfg.detector.imgsz, text_fn=text_fn, seed=cfg.seed,
+                                det_reduction=cfg.detector.loss_reduction)
     trainer = ctx.make_trainer(cfg.trainer, name=cfg.mode, limit_val_batches=0)
     ctx.fit(trainer, module, dm, name=cfg.mode)
-    refined = module.fusion_net.eval()
-    trained_detector = module.detector.eval()
-
-    if ctx.is_global_zero:
-        extra = {k: v for k, v in net.checkpoint_config.items() if k not in ("kind", "model")}
-        save_fusion_model(ctx.output("fusion"), refined, {**extra, "refined_by": f"detect ({cfg.mode})"})
-        save_detector(ctx.output("detector"), trained_detector, cfg.detector)
-    if not ctx.is_global_zero:  # the protocol and reports run once, on rank 0
+    phases.done("training", f"{cfg.mode} training")
+    refined, trained_detector = module.fusion_net.eval(), module.detector.eval()
+    if not ctx.is_global_zero:  # the protocol and the reports run once, on rank 0
         return {"mode": cfg.mode}
+    extra = {k: v for k, v in net.checkpoint_config.items() if k not in ("kind", "model", "stage4_config")}
+    save_fusion_model(ctx.output("fusion"), refined, {**extra, "refined_by": f"detect ({cfg.mode})",
+                                                      "stage4_config": s4_config})
+    save_detector(ctx.output("detector"), trained_detector, cfg.detector)
 
-    # --- the protocol: four fresh detectors on identical splits and seeds
-    device = accelerator_device(cfg.trainer.accelerator)
-    fusers = {"fused": _fuser(stage4_net.to(device), text_fn), "bilevel": _fuser(refined.to(device), text_fn)}
-    imgsz = cfg.protocol.detector.imgsz
-    train_sets = collect(dm.train_set, imgsz, fusers, device)
-    val_sets = collect(dm.val_set, imgsz, fusers, device)
-    protocol_cfg = cfg.protocol.model_copy(update={"seed": cfg.seed})
-
-    def make_trainer(epochs, set_name):
-        # one device: the protocol runs on rank 0 only, after the (possibly distributed) training above
-        return ctx.make_trainer(cfg.trainer, name=f"protocol-{set_name}", max_epochs=epochs, max_steps=-1,
-                                limit_train_batches=None, limit_val_batches=0, devices=1, num_nodes=1,
-                                strategy="auto")
-
-    def fit(trainer, module, dataloader, set_name):
-        ctx.fit(trainer, module, None, name=f"protocol-{set_name}", train_dataloaders=dataloader)
-
-    models: dict = {}
-    results = proto.run_protocol({s: (train_sets[s], val_sets[s]) for s in SETS}, names, protocol_cfg,
-                                 make_trainer, fit, device, models)
-    joint = proto.evaluate(trained_detector.to(device), val_sets["bilevel"], names, cfg.detector)
-    meta = {"mode": cfg.mode, "train_images": len(dm.train_set), "val_images": len(dm.val_set), "seed": cfg.seed,
-            "protocol": protocol_cfg.model_dump(), "stage_detector_on_bilevel": joint}
+    # --- 2. the protocol: the image sets (one pass; the stage-4 net shares the refined net's frozen
+    # parts, so ldnf's diffusion features of a batch are computed once for both), then a fresh
+    # detector per set and seed through ultralytics' trainer and validator
+    stage4 = share_frozen_parts(load_fusion_model(cfg.fusion), refined).to(device).eval()
+    with frozen_features_once(refined):
+        yamls = proto.write_image_sets(work / "data", splits, names, {
+            "ir": lambda b: b["ir"], "vis": lambda b: b["vi"], "fused": fuser(stage4, text_fn, device),
+            "bilevel": fuser(refined.to(device), text_fn, device)})
+    phases.done("sets", "image sets written (IR, VIS, stage-4 fused, bilevel-fused)")
+    results = proto.run_protocol(yamls, names, cfg.protocol, work, device=yolo_device, key=ctx.key,
+                                 config_root=ctx.run_dir or ctx.out_dir)
+    phases.done("protocol", "protocol units")
+    stage_detector = proto.validate_detector(trained_detector, yamls["bilevel"], names, cfg.detector.imgsz,
+                                             yolo_device, work)
+    proto.publish_units(work, ctx.output("protocol"))
+    settings = cfg.protocol.settings()
+    random_init = settings["pretrained"] is None
+    meta = {"mode": cfg.mode, "hypergrad": cfg.optim.hypergrad if cfg.mode == "bilevel" else None,
+            "train_ids": list(dm.train_set.ids), "val_ids": list(dm.val_set.ids), "seeds": cfg.protocol.seeds,
+            "protocol": settings, "stage_detector_on_bilevel": stage_detector,
+            "detector_init": "random (no pretrained weights)" if random_init else settings["pretrained"]}
+    summary = proto.summarize(results)
     proto.write_tables(results, ctx.out_dir, meta, title=f"Stage 5 detection protocol (mode: {cfg.mode})")
 
-    # --- predicted boxes on bilevel-fused val images (by the protocol's detector for that set, trained
-    # to convergence of the schedule; the upper-level detector saw far fewer steps): PNG + W&B panel
-    n = min(cfg.panel_images, len(val_sets["bilevel"]))
-    imgs = val_sets["bilevel"].images[:max(n, 1)]
-    preds = [p.cpu() for p in predict(models["bilevel"], imgs.to(device).float() / 255.0, protocol_cfg.detector)]
-    grid = draw_boxes(imgs, preds, val_sets["bilevel"].boxes[:len(imgs)], names)
-    atomic_write_bytes(ctx.output("boxes.png"), encode_png(grid))
+    # --- predicted boxes on bilevel-fused val images (the protocol's first-seed bilevel detector)
+    n = min(cfg.panel_images, len(dm.val_set))
+    ids = list(dm.val_set.ids)[:max(n, 1)]
+    first_seed = cfg.protocol.seeds[0]
+    images, preds, gts = _panel(yamls["bilevel"], proto.load_predictions(ctx.output("protocol"), "bilevel", first_seed),
+                                ids, names)
+    atomic_write_bytes(ctx.output("boxes.png"), encode_png(draw_boxes(images, preds, gts, names)))
     run_wb = ctx.wandb_run()
     if run_wb is not None and n:
-        _wandb_boxes(run_wb, imgs[:n], preds[:n], names)
+        _wandb_boxes(run_wb, images[:n], preds[:n], names)
 
-    metrics: dict = {"mode": cfg.mode, "classes": names}
-    for set_name, r in results.items():
-        for key in ("map50", "map50_95", "precision", "recall"):
-            metrics[f"{key}/{set_name}"] = round(r[key], 4)
-    metrics["map50/stage_detector"] = round(joint["map50"], 4)
-    best_source = max(results["ir"]["map50"], results["vis"]["map50"])
-    metrics["fused_beats_sources"] = bool(results["fused"]["map50"] > best_source)
-    metrics["bilevel_beats_sources"] = bool(results["bilevel"]["map50"] > best_source)
-    logged = trainer.callback_metrics
-    for key in ("train/loss_fusion", "train/loss_det"):
-        if key in logged:
-            metrics[f"{cfg.mode}/{key.split('/')[1]}_last"] = round(float(logged[key]), 4)
+    metrics: dict = {"mode": cfg.mode, "classes": names, "seeds": cfg.protocol.seeds,
+                     "protocol_profile": cfg.protocol.profile, "lower_objective": s4_source,
+                     "detector_init": meta["detector_init"]}
+    if cfg.mode == "bilevel":
+        metrics.update({"hypergrad": cfg.optim.hypergrad, "lower_steps": cfg.optim.lower_steps})
+    metrics.update(proto.manifest_metrics(summary))
+    metrics["map50/stage_detector"] = round(stage_detector["map50"], 4)
+    metrics["map50_95/stage_detector"] = round(stage_detector["map50_95"], 4)
+    metrics.update({f"{cfg.mode}/{k}_last": round(v, 4) for k, v in module.last_logs.items()})
+    # throughput of what ran in this process (a resumed run times only what it redid)
+    t = module.timing
+    if t["seconds"] > 0:
+        metrics["timing/bilevel_images_per_s"] = round(t["images"] / t["seconds"], 2)
+    phases.done("tables", "stage detector, tables and panels")
+    metrics.update({f"timing/{k}_s": v for k, v in phases.seconds.items()})
+    metrics["timing/protocol_unit_s"] = round(sum(r["wall_s"] for u in results.values() for r in u.values())
+                                              / sum(len(u) for u in results.values()), 2)
     return metrics

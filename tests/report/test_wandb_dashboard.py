@@ -29,7 +29,8 @@ SOURCES = {
     "captions": [("fusionlab/stages/captions.py", False)],
     "fusion": [("fusionlab/stages/fusion.py", False), ("fusionlab/metrics/evaluate.py", False),  # loss terms:
                *((str(p.relative_to(REPO)), False) for p in sorted(REPO.glob("fusionlab/presets/*/objective.py")))],
-    "detect": [("fusionlab/stages/detect.py", False), ("fusionlab/detection_protocol.py", False)],
+    "detect": [("fusionlab/stages/detect.py", False), ("fusionlab/detection/bilevel.py", False),
+               ("fusionlab/detection/protocol.py", False)],
 }
 COMMON = [("fusionlab/pipeline/stage_process.py", False)]  # summary: final metrics + wall_time_s
 LIGHTNING_SUFFIXES = ("_step", "_epoch")  # self.log(..., on_step=True, on_epoch=True) adds these

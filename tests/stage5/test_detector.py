@@ -92,7 +92,7 @@ def test_save_and_load_detector_roundtrip_is_safetensors(tmp_path, tiny_detector
     torch.manual_seed(1)
     model = build_detector(tiny_detector_cfg, nc=2, names=["x", "y"]).eval()
     path = save_detector(tmp_path / "detector", model, tiny_detector_cfg)
-    assert {p.name for p in path.iterdir()} == {"config.json", "model.safetensors", "model.yaml"}
+    assert {p.name for p in path.iterdir()} == {"config.json", "model.safetensors"}
     again = load_detector(path).eval()
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""Optimisation modes: where the detection loss's gradient goes, and one real training step each."""
+"""Optimisation modes: where each gradient comes from, one real training step each, and the
+epoch-keyed data that makes a resumed run repeat the interrupted epoch."""
 
 from __future__ import annotations
 
@@ -28,14 +29,25 @@ def _tiny_text_fusion():
     return TinyTextFusion()
 
 
-def _module(mode, tiny_detector_cfg, **optim):
+def curved_objective(fused, batch, text):
+    """A stand-in lower level f: squared error to the brighter source (its Hessian is not zero)."""
+    y = fused
+    target = torch.maximum(batch["ir"], batch["vi"].mean(1, keepdim=True))
+    return {"total": ((y - target) ** 2).mean() * 10}
+
+
+def zero_objective(fused, batch, text):
+    return {"total": fused.sum() * 0.0}
+
+
+def _module(mode, tiny_detector_cfg, objective=curved_objective, **optim):
+    from fusionlab.detection.bilevel import DetectFusionModule
     from fusionlab.models.detector import build_detector
-    from fusionlab.stages.detect import DetectFusionModule
 
     torch.manual_seed(0)
     det = build_detector(tiny_detector_cfg, nc=3)
     text_fn = lambda ids, device=None: {"pooled": torch.ones(len(ids), 4, device=device)}  # noqa: E731 (EmbeddingCache.get)
-    module = DetectFusionModule(_tiny_text_fusion(), det, mode=mode, optim=optim, text_fn=text_fn)
+    module = DetectFusionModule(_tiny_text_fusion(), det, objective, mode=mode, optim=optim, text_fn=text_fn)
     opts = module.configure_optimizers()
     module.optimizers = lambda: opts  # outside a Trainer: drive the manual-optimisation steps directly
     module.manual_backward = lambda loss, **kw: loss.backward(**kw)
@@ -49,95 +61,90 @@ def _batch(n=2, size=64):
             "boxes": torch.tensor([[i, i % 3, 0.5, 0.5, 0.3, 0.3] for i in range(n)], dtype=torch.float32)}
 
 
-def _fusion_grad(module) -> float:
-    return sum(float(p.grad.abs().sum()) for p in module.fusion_net.parameters() if p.grad is not None)
+def _grads(params) -> list[torch.Tensor]:
+    return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
 
 
-@pytest.mark.parametrize("hypergrad", ["unrolled", "first_order"])
-def test_bilevel_detection_loss_reaches_the_fusion_net(tiny_detector_cfg, hypergrad):
-    # fidelity weights 0: any gradient on the fusion net must come from the detection hypergradient
-    module = _module("bilevel", tiny_detector_cfg, hypergrad=hypergrad, intensity_weight=0.0, gradient_weight=0.0,
-                     structure_weight=0.0, det_weight=1.0, lr_fusion=1e-2)
-    before = [p.detach().clone() for p in module.fusion_net.parameters()]
-    det_before = [p.detach().clone() for p in module.det_params()]
+def test_bilevel_gradients_are_the_lower_gradient_plus_the_hypergradient(tiny_detector_cfg):
+    """φ gets ∇F(φ₀) + w·h and ω gets ∇_ω L_d(ω; z(φ_K)): recomputed here from the pieces."""
+    from fusionlab.detection.hypergrad import hypergradient, solve_lower
+
+    module = _module("bilevel", tiny_detector_cfg, hypergrad="unrolled", lower_steps=2, inner_lr=0.5, det_weight=0.7)
+    batch = _batch()
+    text = module.text(batch)
+    params = module.fusion_params()
+    start = {n: p.detach().clone() for n, p in params.items()}
+    det_start = [p.detach().clone() for p in module.det_params()]
+
+    def F(p):
+        return curved_objective(module.fuse(batch, text, p), batch, text)["total"]
+
+    hg = module.optim_cfg.hypergrad_spec()
+    solution = solve_lower(F, start, hg)
+    z = module.rgb(module.fuse(batch, text, solution.last), batch)
+    ld, _ = module.detection_loss(z, batch)
+    v = torch.autograd.grad(ld, list(solution.last.values()), retain_graph=True)
+    h = hypergradient(F, solution, list(v), hg)
+    expected_phi = [g0 + 0.7 * hi for g0, hi in zip(solution.grad0, h, strict=True)]
+    expected_det = torch.autograd.grad(ld, module.det_params(), allow_unused=True)
+
+    module.bilevel_step(batch)
+    for got, want in zip(_grads(params.values()), expected_phi, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    for got, want, p in zip(_grads(module.det_params()), expected_det, module.det_params(), strict=True):
+        torch.testing.assert_close(got, torch.zeros_like(p) if want is None else want, atol=1e-6, rtol=1e-5)
+    assert any((h_ - 0).abs().sum() > 0 for h_ in h)  # the upper level does reach the fusion net
+    assert any(not torch.equal(a, b) for a, b in zip(det_start, module.det_params(), strict=True))  # ω stepped
+    assert any(not torch.equal(start[n], p) for n, p in params.items())  # φ stepped
+
+
+@pytest.mark.parametrize("hypergrad", ["first_order", "unrolled", "implicit"])
+def test_each_hypergradient_option_reaches_the_fusion_net(tiny_detector_cfg, hypergrad):
+    # lower objective 0: any gradient on the fusion net comes from the detection hypergradient
+    module = _module("bilevel", tiny_detector_cfg, zero_objective, hypergrad=hypergrad, det_weight=1.0)
     logs = module.bilevel_step(_batch())
-    assert _fusion_grad(module) > 0
-    assert any(not torch.equal(a, b) for a, b in zip(before, module.fusion_net.parameters(), strict=True))
-    assert any(not torch.equal(a, b) for a, b in zip(det_before, module.det_params(), strict=True))  # upper level stepped
-    assert torch.isfinite(logs["loss_det_lookahead"])
-
-
-def test_unrolled_hypergradient_differs_from_first_order(tiny_detector_cfg):
-    grads = {}
-    for hypergrad in ("unrolled", "first_order"):
-        module = _module("bilevel", tiny_detector_cfg, hypergrad=hypergrad, intensity_weight=0.0, gradient_weight=0.0,
-                         structure_weight=0.0, inner_lr=1.0)
-        module.bilevel_step(_batch())
-        grads[hypergrad] = torch.cat([p.grad.flatten() for p in module.fusion_net.parameters()])
-    assert not torch.allclose(grads["unrolled"], grads["first_order"])  # the second-order term is there
+    assert sum(float(g.abs().sum()) for g in _grads(module.fusion_params().values())) > 0
+    assert torch.isfinite(logs["hypergrad_norm"]) and logs["hypergrad_norm"] > 0
 
 
 def test_alternating_detector_step_sends_no_gradient_to_fusion(tiny_detector_cfg):
     module = _module("alternating", tiny_detector_cfg, k=1)
     batch = _batch()
-    module.alternating_step(batch)  # step 0: fusion step
-    assert _fusion_grad(module) > 0
-    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in module.det_params())  # detector held fixed
+    fusion_before = [p.detach().clone() for p in module.fusion_params().values()]
+    module.alternating_step(batch)  # step 0: a fusion step; the detector is held fixed
+    assert any(not torch.equal(a, b) for a, b in zip(fusion_before, module.fusion_params().values(), strict=True))
     module.steps_done = 1
-    for p in module.fusion_net.parameters():
-        p.grad = None
-    fusion_before = [p.detach().clone() for p in module.fusion_net.parameters()]
+    fusion_before = [p.detach().clone() for p in module.fusion_params().values()]
     det_before = [p.detach().clone() for p in module.det_params()]
-    module.alternating_step(batch)  # step 1: detector step
-    assert all(p.grad is None for p in module.fusion_net.parameters())
-    assert all(torch.equal(a, b) for a, b in zip(fusion_before, module.fusion_net.parameters(), strict=True))
+    module.alternating_step(batch)  # step 1: a detector step
+    assert all(float(g.abs().sum()) == 0 for g in _grads(module.fusion_params().values()))
+    assert all(torch.equal(a, b) for a, b in zip(fusion_before, module.fusion_params().values(), strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(det_before, module.det_params(), strict=True))
 
 
 def test_joint_step_updates_both(tiny_detector_cfg):
-    module = _module("joint", tiny_detector_cfg, intensity_weight=0.0, gradient_weight=0.0, structure_weight=0.0)
+    module = _module("joint", tiny_detector_cfg, zero_objective)
     module.joint_step(_batch())
-    assert _fusion_grad(module) > 0
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.det_params())
-
-
-@pytest.mark.parametrize("mode", ["joint", "alternating", "bilevel"])
-def test_one_lightning_training_step_per_mode(tmp_path, mode, tiny_dataset, tiny_detector_cfg):
-    import lightning as L
-
-    from fusionlab.data.config import DataConfig
-    from fusionlab.data.datamodule import FusionDataModule
-    from fusionlab.models.detector import build_detector
-    from fusionlab.models.fusion import build_fusion_model
-    from fusionlab.stages.detect import DetectFusionModule
-
-    torch.manual_seed(0)
-    dm = FusionDataModule(DataConfig(root=str(tiny_dataset), batch_size=2, val_fraction=0.25))
-    net = build_fusion_model({"name": "baseline", "width": 4, "depth": 1})
-    module = DetectFusionModule(net, build_detector(tiny_detector_cfg, nc=len(dm.classes)), mode=mode,
-                                optim={"k": 1})
-    before = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
-    trainer.fit(module, datamodule=dm)
-    assert module.steps_done == 1
-    assert module.hparams["mode"] == mode
-    changed = {n.split(".")[0] for n, p in module.named_parameters() if n in before and not torch.equal(before[n], p)}
-    assert "fusion_net" in changed  # alternating's first step is a fusion step
-    assert ("detector" in changed) == (mode != "alternating")
-    assert "anchor_net" not in changed
+    assert sum(float(g.abs().sum()) for g in _grads(module.fusion_params().values())) > 0
+    assert any(float(g.abs().sum()) > 0 for g in _grads(module.det_params()))
 
 
 def test_fused_images_are_resized_for_the_detector_and_boxes_follow(tiny_detector_cfg):
     module = _module("bilevel", tiny_detector_cfg)
     module.imgsz = 96
-    batch = _batch()
-    batch["ir"], batch["vi"] = batch["ir"][..., :48, :], batch["vi"][..., :48, :]  # 64 wide, 48 high
-    fused, z, boxes = module.fused_for_detector(batch)
-    assert fused.shape[-2:] == (48, 64)  # the lower level works at the input size
-    assert z.shape[-2:] == (96, 96)  # 72x96 after resizing, padded to the stride
-    assert torch.allclose(boxes[:, 3], batch["boxes"][:, 3] * 72 / 96)
-    assert torch.allclose(boxes[:, 2], batch["boxes"][:, 2])
+    fused = torch.rand(2, 3, 48, 64, requires_grad=True)  # 64 wide, 48 high
+    z, size = module.to_detector(fused)
+    assert size == (72, 96) and z.shape[-2:] == (96, 96)  # resized, then padded to the stride
+    seen = {}
+
+    def criterion(preds, boxes):
+        seen["boxes"] = boxes
+        return torch.zeros(()), None
+
+    module.criterion = criterion
+    module.detection_loss(fused, _batch())
+    assert torch.allclose(seen["boxes"][:, 3], _batch()["boxes"][:, 3] * 72 / 96)
+    assert torch.allclose(seen["boxes"][:, 2], _batch()["boxes"][:, 2])
     assert z.requires_grad  # the resize keeps the graph to the fusion net
 
 
@@ -147,8 +154,59 @@ def test_frozen_parts_of_the_fusion_net_are_left_alone(tiny_detector_cfg, mode):
     module = _module(mode, tiny_detector_cfg)
     module.fusion_net.frozen = nn.Linear(3, 3).requires_grad_(False)
     frozen = module.fusion_net.frozen.weight.detach().clone()
-    module.configure_optimizers()
+    opts = module.configure_optimizers()
+    module.optimizers = lambda: opts
     getattr(module, f"{mode}_step")(_batch())
     assert module.fusion_net.frozen.weight.grad is None
     assert torch.equal(frozen, module.fusion_net.frozen.weight)
-    assert _fusion_grad(module) > 0
+    assert "frozen.weight" not in module.fusion_params()
+
+
+def test_epoch_keyed_draws_repeat_an_epoch_without_replaying_the_earlier_ones(tiny_dataset):
+    """A run resumed at epoch 1 (fresh loader, set_epoch(1)) sees exactly the batches and flips the
+    uninterrupted run saw in its epoch 1."""
+    from fusionlab.data.config import DataConfig
+    from fusionlab.detection.bilevel import BilevelData
+
+    def epoch_batches(loader, epoch):
+        loader.sampler.set_epoch(epoch)
+        return [(b["id"], b["ir"].clone(), b["boxes"].clone()) for b in loader]
+
+    cfg = DataConfig(root=str(tiny_dataset), batch_size=3, val_fraction=0.25, crop_size=48, flip=True)
+    running = BilevelData(cfg).train_dataloader()
+    epoch_batches(running, 0)
+    uninterrupted = epoch_batches(running, 1)
+    resumed = epoch_batches(BilevelData(cfg).train_dataloader(), 1)
+    assert [ids for ids, _, _ in uninterrupted] == [ids for ids, _, _ in resumed]
+    for (_, a, ba), (_, b, bb) in zip(uninterrupted, resumed, strict=True):
+        assert torch.equal(a, b) and torch.equal(ba, bb)
+    other = epoch_batches(BilevelData(cfg).train_dataloader(), 2)
+    assert [ids for ids, _, _ in other] != [ids for ids, _, _ in uninterrupted]  # each epoch its own order
+
+
+@pytest.mark.parametrize("mode", ["joint", "alternating", "bilevel"])
+def test_one_lightning_training_step_per_mode(tmp_path, mode, tiny_dataset, tiny_detector_cfg):
+    import lightning as L
+
+    from fusionlab.data.config import DataConfig
+    from fusionlab.detection.bilevel import BilevelData, DetectFusionModule
+    from fusionlab.detection.objective import lower_objective
+    from fusionlab.models.detector import build_detector
+    from fusionlab.models.fusion import build_fusion_model
+
+    torch.manual_seed(0)
+    dm = BilevelData(DataConfig(root=str(tiny_dataset), batch_size=2, val_fraction=0.25))
+    net = build_fusion_model({"name": "baseline", "width": 4, "depth": 1})
+    objective = lower_objective(net, {"stage": "fusion", "preset": "baseline", "text_guidance": False},
+                                data_root=str(tiny_dataset))
+    module = DetectFusionModule(net, build_detector(tiny_detector_cfg, nc=len(dm.classes)), objective, mode=mode,
+                                optim={"k": 1})
+    before = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, datamodule=dm)
+    assert module.steps_done == 1 and module.hparams["mode"] == mode
+    changed = {n.split(".")[0] for n, p in module.named_parameters() if n in before and not torch.equal(before[n], p)}
+    assert "fusion_net" in changed  # alternating's first step is a fusion step
+    assert ("detector" in changed) == (mode != "alternating")
+    assert set(module.state_dict()) == {n for n in module.state_dict() if n.split(".")[0] in ("fusion_net", "detector")}

@@ -1,4 +1,5 @@
-"""The detection protocol: metric bookkeeping and `fusionlab detect-eval` end to end on tiny data."""
+"""The detection protocol: `fusionlab detect-eval` through ultralytics' trainer on a tiny set, the
+seed statistics, and clear errors."""
 
 from __future__ import annotations
 
@@ -6,85 +7,112 @@ import json
 
 import pytest
 import torch
+import yaml
 
 
-def test_letterbox_keeps_boxes_on_the_same_pixels():
-    from fusionlab.detection_protocol import letterbox
+def test_detect_eval_trains_every_set_and_seed_through_ultralytics(tmp_path, tiny_dataset, socket_guard, capsys,
+                                                                  monkeypatch):
+    import numpy as np
 
-    img = torch.zeros(3, 40, 64, dtype=torch.uint8)
-    img[:, 10:20, 16:32] = 255  # a white box: cx=24/64, cy=15/40, w=16/64, h=10/40
-    box = torch.tensor([[1, 24 / 64, 15 / 40, 16 / 64, 10 / 40]])
-    out = letterbox([img], [box], imgsz=64, stride=32)
-    assert out.images.shape == (1, 3, 64, 64)  # height padded to the stride
-    _, cx, cy, w, h = out.boxes[0][0].tolist()
-    x1, y1, x2, y2 = (cx - w / 2) * 64, (cy - h / 2) * 64, (cx + w / 2) * 64, (cy + h / 2) * 64
-    assert (round(x1), round(y1), round(x2), round(y2)) == (16, 10, 32, 20)
-    assert out.images[0, :, 12, 20].tolist() == [255, 255, 255]
-
-
-def test_evaluate_scores_perfect_and_empty_predictions(monkeypatch, tiny_detector_cfg):
-    from fusionlab import detection_protocol as proto
-    from fusionlab.models.detector import build_detector
-
-    boxes = [torch.tensor([[0, 0.25, 0.25, 0.25, 0.25]]), torch.tensor([[1, 0.5, 0.5, 0.5, 0.5]])]
-    data = proto.ImageSet(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), boxes)
-    model = build_detector(tiny_detector_cfg, nc=2)
-
-    def perfect(model, images, cfg=None):
-        out = []
-        for b in boxes[: len(images)]:
-            c, cx, cy, w, h = b[0].tolist()
-            out.append(torch.tensor([[(cx - w / 2) * 64, (cy - h / 2) * 64, (cx + w / 2) * 64, (cy + h / 2) * 64, 0.9, c]]))
-        return out
-
-    monkeypatch.setattr(proto, "predict", perfect)
-    r = proto.evaluate(model, data, ["a", "b"], tiny_detector_cfg)
-    assert r["map50"] == pytest.approx(1.0, abs=0.01) and r["map50_95"] == pytest.approx(1.0, abs=0.01)
-    assert set(r["per_class"]) == {"a", "b"} and r["per_class"]["a"]["recall"] == pytest.approx(1.0)
-    monkeypatch.setattr(proto, "predict", lambda model, images, cfg=None: [torch.zeros(0, 6) for _ in images])
-    r = proto.evaluate(model, data, ["a", "b"], tiny_detector_cfg)
-    assert r["map50"] == 0.0 and r["per_class"]["b"]["precision"] == 0.0
-
-
-def test_tables_have_a_row_per_set_and_class(tmp_path):
-    from fusionlab.detection_protocol import write_tables
-
-    res = {s: {"precision": 0.5, "recall": 0.25, "map50": 0.4, "map50_95": 0.2, "images": 3, "instances": 4,
-               "per_class": {"car": {"precision": 0.5, "recall": 0.25, "map50": 0.4, "map50_95": 0.2, "instances": 4}}}
-           for s in ("ir", "vis", "ours")}
-    paths = write_tables(res, tmp_path, {"seed": 0})
-    csv_lines = paths["map.csv"].read_text().splitlines()
-    assert csv_lines[0] == "set,class,images,instances,precision,recall,map50,map50_95"
-    assert len(csv_lines) == 1 + 3 * 2
-    assert "| **ours** | **all** |" in paths["map.md"].read_text()
-    assert json.loads(paths["map.json"].read_text())["meta"] == {"seed": 0}
-
-
-def test_detect_eval_command_tabulates_every_set(tmp_path, tiny_dataset, socket_guard):
     from fusionlab.cli import main
     from fusionlab.data.io import read_vi, write_image
 
+    from pathlib import Path
+
+    unpickled = []  # no pickle may be loaded on this path (ultralytics' .pt checkpoints and label caches)
+    real_np_load, real_torch_load = np.load, torch.load
+
+    def np_load(file, *args, **kwargs):
+        if kwargs.get("allow_pickle") and Path(file).exists():  # (ultralytics tries a cache that is not there)
+            unpickled.append(file)
+        return real_np_load(file, *args, **kwargs)
+
+    def torch_load(file, *args, **kwargs):
+        if not kwargs.get("weights_only"):
+            unpickled.append(file)
+        return real_torch_load(file, *args, **kwargs)
+
+    monkeypatch.setattr(np, "load", np_load)
+    monkeypatch.setattr(torch, "load", torch_load)
+
     # two "fused" folders made from the dataset itself, named like its files
     for name, pick in (("mean", lambda ir, vi: (ir + vi) / 2), ("maxi", lambda ir, vi: torch.maximum(ir, vi))):
-        out = tmp_path / name
         for ir_path in sorted((tiny_dataset / "ir").iterdir()):
             ir = torch.from_numpy(read_vi(ir_path)[0])
             vi = torch.from_numpy(read_vi(tiny_dataset / "vi" / ir_path.name)[0])
-            write_image(out / ir_path.name, pick(ir, vi).permute(2, 0, 1))
-    rc = main(["detect-eval", "--labels", str(tiny_dataset), "--fused", f"mean={tmp_path / 'mean'}",
-               "--fused", f"maxi={tmp_path / 'maxi'}", "--out", str(tmp_path / "eval"), "--epochs", "1",
-               "--imgsz", "64", "--width", "0.0625", "--depth", "0.33", "--batch-size", "4", "--accelerator", "cpu"])
-    assert rc == 0
-    result = json.loads((tmp_path / "eval" / "map.json").read_text())
-    assert result["sets"] == ["ir", "vis", "mean", "maxi"]
-    assert [r["set"] for r in result["rows"] if r["class"] == "all"] == ["ir", "vis", "mean", "maxi"]
-    sets_in_csv = {line.split(",")[0] for line in (tmp_path / "eval" / "map.csv").read_text().splitlines()[1:]}
-    assert sets_in_csv == {"ir", "vis", "mean", "maxi"}
-    md = (tmp_path / "eval" / "map.md").read_text()
-    for s in ("ir", "vis", "mean", "maxi"):
-        assert f"| **{s}** | **all** |" in md
+            write_image(tmp_path / name / ir_path.name, pick(ir, vi).permute(2, 0, 1))
+    args = ["detect-eval", "--labels", str(tiny_dataset), "--fused", f"mean={tmp_path / 'mean'}",
+            "--fused", f"maxi={tmp_path / 'maxi'}", "--out", str(tmp_path / "eval"), "--profile", "fast",
+            "--epochs", "1", "--imgsz", "64", "--batch-size", "4", "--seeds", "0", "1", "--accelerator", "cpu"]
+    assert main(args) == 0
+    out = tmp_path / "eval"
+    result = json.loads((out / "map.json").read_text())
+    sets = ["ir", "vis", "mean", "maxi"]
+    assert result["sets"] == sets and all(sorted(result["results"][s]) == ["0", "1"] for s in sets)
+    assert set(result["summary"]["paired"]) == {"mean-ir", "mean-vis", "maxi-ir", "maxi-vis"}
+    assert result["meta"]["protocol"]["train_args"]["val"] is False  # the fast profile: validation at the end only
     assert set(result["meta"]["val_ids"]).isdisjoint(result["meta"]["train_ids"])
+    md = (out / "map.md").read_text()
+    for s in sets:
+        assert f"| **{s}** |" in md
+    rows = (out / "map.csv").read_text().splitlines()
+    assert rows[0] == "set,seed,class,images,instances,precision,recall,map50,map50_95"
+    assert {(r.split(",")[0], r.split(",")[1]) for r in rows[1:]} == {(s, k) for s in sets for k in ("0", "1")}
+    # one ultralytics dataset per set, on identical splits, and ultralytics' run folders
+    for s in sets:
+        data = yaml.safe_load((out / "work" / "data" / f"{s}.yaml").read_text())
+        assert data["train"] == "images/train" and data["names"] == {0: "person", 1: "car", 2: "animal", 3: "sign"}
+        val = sorted(p.stem for p in (out / "work" / "data" / s / "images" / "val").iterdir())
+        assert val == sorted(result["meta"]["val_ids"])
+        for seed in (0, 1):
+            args_yaml = yaml.safe_load((out / "work" / "runs" / f"{s}-seed{seed}" / "args.yaml").read_text())
+            assert args_yaml["seed"] == seed and args_yaml["data"].endswith(f"{s}.yaml")
+            predictions = json.loads((out / "protocol" / s / f"seed{seed}" / "predictions.json").read_text())
+            assert sorted(predictions) == val
     assert socket_guard == []  # nothing tried to reach the network
+    assert unpickled == []
+    assert not list(out.rglob("*.pt")) and not list(out.rglob("*.cache"))  # no pickle left behind
+    # a rerun keeps every finished unit and gives the same table
+    capsys.readouterr()
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("done earlier, kept") == 8
+    assert json.loads((out / "map.json").read_text())["results"] == result["results"]
+
+
+def test_summary_is_mean_std_over_seeds_and_paired_differences():
+    from fusionlab.detection.protocol import manifest_metrics, summarize, to_markdown
+
+    def unit(m):
+        return {"map50": m, "map50_95": m / 2, "precision": 0.5, "recall": 0.5, "images": 4, "instances": 9,
+                "per_class": {"car": {"map50": m, "map50_95": m / 2, "precision": 0.5, "recall": 0.5, "instances": 9}}}
+
+    results = {"ir": {0: unit(0.2), 1: unit(0.4), 2: unit(0.3)}, "vis": {0: unit(0.1), 1: unit(0.1), 2: unit(0.1)},
+               "ours": {0: unit(0.3), 1: unit(0.6), 2: unit(0.3)}}
+    summary = summarize(results)
+    ir = summary["sets"]["ir"]["map50"]
+    assert ir["mean"] == pytest.approx(0.3) and ir["std"] == pytest.approx(0.1)  # sample std (n - 1)
+    d = summary["paired"]["ours-ir"]["map50"]  # per seed: 0.1, 0.2, 0.0
+    assert d["per_seed"] == pytest.approx([0.1, 0.2, 0.0]) and d["mean"] == pytest.approx(0.1)
+    assert d["std"] == pytest.approx(0.1)
+    half = 4.302652729911275 * 0.1 / 3 ** 0.5  # t(0.975, 2) · sd / √n
+    assert d["ci95"] == pytest.approx([0.1 - half, 0.1 + half])
+    flat = manifest_metrics(summary)
+    assert flat["map50/ours"] == pytest.approx(0.4) and flat["map50_std/vis"] == 0.0
+    assert flat["map50_diff/ours-vis"] == pytest.approx(0.3) and "map50_diff_ci95/ours-ir" in flat
+    assert "ir-vis" not in summary["paired"]  # sources are not compared with each other
+    md = to_markdown(summary, "t")
+    assert "| **ours** | 0.400 ± 0.173 |" in md and "| ours-ir | 0.100 ± 0.100 [" in md
+
+
+def test_profiles_and_overrides():
+    from fusionlab.detection.protocol import ProtocolConfig
+
+    paper = ProtocolConfig().settings()
+    assert paper["model"] == "yolov8n.yaml" and paper["imgsz"] == 640 and paper["epochs"] == 100
+    assert paper["train_args"] == {} and paper["width_multiple"] is None  # everything else: ultralytics' defaults
+    assert ProtocolConfig(profile="text2pixels").settings()["model"] == "yolov5s.yaml"
+    fast = ProtocolConfig(profile="fast", epochs=2, train_args={"lr0": 0.02}).settings()
+    assert fast["epochs"] == 2 and fast["train_args"]["lr0"] == 0.02 and fast["train_args"]["val"] is False
 
 
 def test_detect_eval_bad_fused_folder_is_a_clear_error(tmp_path, tiny_dataset):
@@ -94,3 +122,14 @@ def test_detect_eval_bad_fused_folder_is_a_clear_error(tmp_path, tiny_dataset):
                "--out", str(tmp_path / "o")])
     assert rc == 2
     assert not (tmp_path / "o").exists()  # checked before anything is written
+
+
+def test_detect_eval_fused_images_of_another_size_are_refused(tmp_path, tiny_dataset):
+    from fusionlab.cli import main
+    from fusionlab.data.io import write_image
+
+    for p in (tiny_dataset / "vi").iterdir():
+        write_image(tmp_path / "small" / p.name, torch.zeros(3, 32, 32))
+    rc = main(["detect-eval", "--labels", str(tiny_dataset), "--fused", f"s={tmp_path / 'small'}",
+               "--out", str(tmp_path / "o")])
+    assert rc == 2 and not (tmp_path / "o").exists()

@@ -1,49 +1,167 @@
-"""A tiny stage-5 run end to end: outputs, the four mAP figures, the mode, and no network."""
+"""A tiny stage-5 run end to end (outputs, manifest, no network), and exact resume after SIGKILL
+in the bilevel phase and, separately, in the protocol."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+import torch
+import yaml
+
+TINY_DET = {"cfg": "yolov8n.yaml", "width_multiple": 0.0625, "depth_multiple": 0.33, "imgsz": 64}
 
 
-@pytest.mark.parametrize("mode", ["bilevel"])
-def test_tiny_stage5_run_offline(tmp_path, mode, tiny_dataset, tiny_fusion, socket_guard):
+def _config(path: Path, tiny_dataset, tiny_fusion) -> Path:
+    cfg = {"stage": "detect", "seed": 0, "cpu_threads": 1, "fusion": str(tiny_fusion),
+           "data": {"root": str(tiny_dataset), "batch_size": 2, "val_fraction": 0.25},
+           "detector": TINY_DET, "optim": {"hypergrad": "unrolled"},
+           "protocol": {"profile": "fast", "epochs": 1, "imgsz": 64, "batch": 4, "seeds": [0]},
+           "trainer": {"max_epochs": 3, "accelerator": "cpu", "enable_progress_bar": False}, "panel_images": 2}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stage_env():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "disabled")
+        mp.setenv("FUSIONLAB_CODE_VERSION", "tests")  # the same stage key in this process and in children
+        yield
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_dataset, tiny_fusion, stage_env):
+    """One uninterrupted run (in this process) with every outbound connection refused and recorded."""
+    from fusionlab.pipeline import manifest as manifest_mod
+    from fusionlab.pipeline.stage_process import run_stage
+
+    root = tmp_path_factory.mktemp("stage5")
+    config = _config(root / "detect.yaml", tiny_dataset, tiny_fusion)
+    attempts: list = []
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            attempts.append(address)
+            raise ConnectionRefusedError(f"socket guard: {address!r}")
+        return real_connect(self, address)
+
+    threads = torch.get_num_threads()
+    manifest_mod.code_hash.cache_clear()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(socket.socket, "connect", connect)
+            manifest = run_stage(config, root / "detect")
+    finally:
+        torch.set_num_threads(threads)
+    return {"config": config, "out": root / "detect", "manifest": manifest, "attempts": attempts}
+
+
+def test_tiny_stage5_run_offline(reference):
     from fusionlab.models.detector import load_detector
     from fusionlab.models.fusion import load_fusion_model
     from fusionlab.stages import detect
-    from fusionlab.stages.base import StageContext, WandbSettings
 
-    tiny_det = {"cfg": "yolov8n.yaml", "width_multiple": 0.0625, "depth_multiple": 0.33, "imgsz": 64}
-    cfg = detect.Config.model_validate({
-        "stage": "detect", "mode": mode, "fusion": str(tiny_fusion),
-        "data": {"root": str(tiny_dataset), "batch_size": 4, "val_fraction": 0.25},
-        "detector": tiny_det, "protocol": {"epochs": 1, "batch_size": 4, "detector": tiny_det},
-        "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False},
-        "panel_images": 2,
-    })
-    ctx = StageContext(name="detect", out_dir=tmp_path / "detect", outputs=detect.OUTPUTS,
-                       wandb=WandbSettings(enabled=False))
-    metrics = detect.run(cfg, ctx)
-
-    assert socket_guard == []
-    assert metrics["mode"] == mode
-    for s in ("ir", "vis", "fused", "bilevel"):
-        assert 0.0 <= metrics[f"map50/{s}"] <= 1.0
-    json.dumps(metrics)  # manifest-ready
+    out, metrics = reference["out"], reference["manifest"]["metrics"]
+    assert reference["attempts"] == []  # nothing tried to reach the network
+    assert metrics["mode"] == "bilevel" and metrics["hypergrad"] == "unrolled" and metrics["seeds"] == [0]
+    assert metrics["detector_init"].startswith("random")
     for name in detect.OUTPUTS:
-        assert (ctx.out_dir / name).exists(), name
-    rows = json.loads((ctx.out_dir / "map.json").read_text())["rows"]
-    assert [r["set"] for r in rows if r["class"] == "all"] == ["ir", "vis", "fused", "bilevel"]
-    load_detector(ctx.output("detector"))
-    refined = load_fusion_model(ctx.output("fusion"))
-    assert json.loads((ctx.output("fusion") / "config.json").read_text())["refined_by"] == f"detect ({mode})"
-    assert sum(p.numel() for p in refined.parameters()) > 0
+        assert (out / name).exists(), name
+    results = json.loads((out / "map.json").read_text())
+    assert results["sets"] == list(detect.SETS)
+    for s in detect.SETS:  # the manifest's mean is the mean of the per-seed results of map.json
+        per_seed = [r["map50"] for r in results["results"][s].values()]
+        assert metrics[f"map50/{s}"] == pytest.approx(sum(per_seed) / len(per_seed), abs=1e-4)
+        assert metrics[f"map50_seeds/{s}"] == [round(v, 4) for v in per_seed]
+        unit = out / "protocol" / s / "seed0"
+        predictions = json.loads((unit / "predictions.json").read_text())
+        assert sorted(predictions) == sorted(results["meta"]["val_ids"])  # one entry per val image
+        assert all(len(row) == 6 for rows in predictions.values() for row in rows)
+        load_detector(unit / "detector")
+    assert "map50_diff/bilevel-ir" in metrics and "map50_diff/fused-vis" in metrics
+    assert set(results["meta"]["train_ids"]).isdisjoint(results["meta"]["val_ids"])
+    # every set is the same split: identical label files
+    data = out / "checkpoints" / "protocol" / "data"
+    labels = {s: sorted(p.name for p in (data / s / "labels" / "val").iterdir()) for s in detect.SETS}
+    assert len({tuple(v) for v in labels.values()}) == 1
+    # trained by ultralytics' DetectionTrainer (its run folder), and no pickled checkpoint anywhere
+    args = yaml.safe_load((out / "checkpoints" / "protocol" / "runs" / "ir-seed0" / "args.yaml").read_text())
+    assert args["epochs"] == 1 and args["imgsz"] == 64 and args["mosaic"] == 1.0 and args["deterministic"] is True
+    assert not list(out.rglob("*.pt"))
+    refined = load_fusion_model(out / "fusion")
+    stage4 = load_fusion_model(yaml.safe_load(reference["config"].read_text())["fusion"])
+    assert any(not torch.equal(a, b) for a, b in zip(refined.state_dict().values(), stage4.state_dict().values(),
+                                                     strict=True))  # the bilevel phase changed the fusion net
+    assert json.loads((out / "fusion" / "config.json").read_text())["refined_by"] == "detect (bilevel)"
+    assert not any(k.startswith("anchor") for k in torch.load(out / "checkpoints" / "bilevel" / "last.ckpt",
+                                                               weights_only=True)["state_dict"])
+
+
+def _start(config: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "fusionlab", "stage", str(config), "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, f"the run ended before it could be killed {what}"
+        assert time.time() < deadline, f"never got {what} within {timeout} s"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_sigkill_in_bilevel_and_in_protocol_resumes_to_the_same_result(reference, tmp_path):
+    from safetensors.torch import load_file
+
+    from fusionlab.pipeline.stage_process import run_stage
+
+    config, out = reference["config"], tmp_path / "detect"
+    ckpt = out / "checkpoints" / "bilevel" / "last.ckpt"
+    _kill_when(_start(config, out), lambda: ckpt.is_file() and ckpt.stat().st_size > 0 and time.sleep(0.2) is None,
+               "in the bilevel phase")
+    assert not (out / "fusion").exists(), "the kill came after the bilevel phase"
+    units = out / "checkpoints" / "protocol" / "units"
+    _kill_when(_start(config, out), lambda: units.is_dir() and any((u / "result.json").is_file() for u in units.iterdir()),
+               "in the protocol")
+    done = [u.name for u in units.iterdir() if (u / "result.json").is_file()]
+    assert 1 <= len(done) < 4, done
+    threads = torch.get_num_threads()
+    try:
+        manifest = run_stage(config, out)  # resumes: the rest of the protocol only
+    finally:
+        torch.set_num_threads(threads)
+
+    def results(metrics):  # timings describe the processes, not the result
+        return {k: v for k, v in metrics.items() if not k.startswith("timing/")}
+
+    assert results(manifest["metrics"]) == results(reference["manifest"]["metrics"])
+    ref = reference["out"]
+    for part in ("fusion", "detector", *(f"protocol/{s}/seed0/detector" for s in ("ir", "vis", "fused", "bilevel"))):
+        a, b = load_file(str(out / part / "model.safetensors")), load_file(str(ref / part / "model.safetensors"))
+        for key in b:
+            torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-6, msg=lambda m, part=part, key=key: f"{part} {key}: {m}")
+    for s in ("ir", "vis", "fused", "bilevel"):
+        got = json.loads((out / "protocol" / s / "seed0" / "predictions.json").read_text())
+        want = json.loads((ref / "protocol" / s / "seed0" / "predictions.json").read_text())
+        assert got.keys() == want.keys()
+        for sid in want:
+            torch.testing.assert_close(torch.tensor(got[sid]).reshape(-1, 6), torch.tensor(want[sid]).reshape(-1, 6),
+                                       atol=2e-5, rtol=0)
 
 
 def test_stage_yaml_defaults_validate(repo_dir):
-    import yaml
-
     from fusionlab.stages import detect
 
     raw = yaml.safe_load((repo_dir / "stages" / "5-detect.yaml").read_text())
@@ -51,11 +169,13 @@ def test_stage_yaml_defaults_validate(repo_dir):
     assert raw["data"]["root"] == "${scenes.outputs.dataset}"
     assert raw["embeddings"] == "${captions.outputs.embeddings}"
     cfg = detect.Config.model_validate(raw)
-    assert cfg.mode == "bilevel"
+    assert cfg.mode == "bilevel" and cfg.protocol.seeds == [0, 1, 2]
+    defaults = detect.Config.model_validate({"stage": "detect", "fusion": "f", "data": {"root": "d"}})
+    assert defaults.protocol.profile == "paper" and defaults.protocol.settings()["imgsz"] == 640
+    assert defaults.detector.cfg == "yolov5s.yaml"  # Text2Pixels' upper level is a YOLOv5
 
 
 def test_box_panels_for_wandb_and_png():
-    import torch
     import wandb
 
     from fusionlab.stages.detect import _wandb_boxes, draw_boxes

@@ -203,13 +203,10 @@ def forward_padded(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dic
     return unpad(out, size)
 
 
-def fuse_rgb(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None,
+def fuse_raw(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None,
              stats: dict | None = None) -> torch.Tensor:
-    """Run `net` at any input size and return RGB [B,3,H,W] in [0,1].
-
-    Pads to `net.multiple` and crops back, and restores colour for Y-only nets. `stats` (from
-    `net.image_stats` of the whole image) is only needed when `ir`/`vi` are tiles.
-    """
+    """The net's own output [B,out_channels,H,W] at any input size (padded to `net.multiple` and
+    cropped back): what its training objective sees. `fuse_rgb` turns it into RGB."""
     if net.needs_text and text is None:
         raise ConfigError(
             f"fusion model '{net.config.get('name', type(net).__name__)}' needs text at inference; "
@@ -217,7 +214,22 @@ def fuse_rgb(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | No
         )
     if stats is None:
         stats = net.image_stats(ir, vi)
-    out = forward_padded(net, ir, vi, text, stats).float()
+    return forward_padded(net, ir, vi, text, stats)
+
+
+def as_rgb(out: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """RGB [B,3,H,W] in [0,1] from a net's output: Y-only nets get the visible image's colour."""
+    out = out.float()
     if out.shape[1] == 1:
         return restore_colour(out.clamp(0.0, 1.0), vi.float())
     return out.clamp(0.0, 1.0)
+
+
+def fuse_rgb(net: FusionNet, ir: torch.Tensor, vi: torch.Tensor, text: dict | None = None,
+             stats: dict | None = None) -> torch.Tensor:
+    """Run `net` at any input size and return RGB [B,3,H,W] in [0,1].
+
+    Pads to `net.multiple` and crops back, and restores colour for Y-only nets. `stats` (from
+    `net.image_stats` of the whole image) is only needed when `ir`/`vi` are tiles.
+    """
+    return as_rgb(fuse_raw(net, ir, vi, text, stats), vi)
