@@ -40,7 +40,6 @@ def stage_env():
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_dataset, tiny_fusion, stage_env):
     """One uninterrupted run (in this process) with every outbound connection refused and recorded."""
-    from fusionlab.pipeline import manifest as manifest_mod
     from fusionlab.pipeline.stage_process import run_stage
 
     root = tmp_path_factory.mktemp("stage5")
@@ -55,7 +54,6 @@ def reference(tmp_path_factory, tiny_dataset, tiny_fusion, stage_env):
         return real_connect(self, address)
 
     threads = torch.get_num_threads()
-    manifest_mod.code_hash.cache_clear()
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(socket.socket, "connect", connect)
@@ -127,16 +125,20 @@ def test_sigkill_in_bilevel_and_in_protocol_resumes_to_the_same_result(reference
 
     from fusionlab.pipeline.stage_process import run_stage
 
+    from fusionlab.pipeline.staging import staging_dir
+
     config, out = reference["config"], tmp_path / "detect"
-    ckpt = out / "checkpoints" / "bilevel" / "last.ckpt"
+    attempt = staging_dir(out)  # an unfinished attempt writes here; the stage folder appears when it succeeds
+    ckpt = attempt / "checkpoints" / "bilevel" / "last.ckpt"
     _kill_when(_start(config, out), lambda: ckpt.is_file() and ckpt.stat().st_size > 0 and time.sleep(0.2) is None,
                "in the bilevel phase")
-    assert not (out / "fusion").exists(), "the kill came after the bilevel phase"
-    units = out / "checkpoints" / "protocol" / "units"
+    assert not (attempt / "fusion").exists() and not out.exists(), "the kill came after the bilevel phase"
+    units = attempt / "checkpoints" / "protocol" / "units"
     _kill_when(_start(config, out), lambda: units.is_dir() and any((u / "result.json").is_file() for u in units.iterdir()),
                "in the protocol")
     done = [u.name for u in units.iterdir() if (u / "result.json").is_file()]
     assert 1 <= len(done) < 4, done
+    assert not out.exists()  # nothing half-written in the stage folder
     threads = torch.get_num_threads()
     try:
         manifest = run_stage(config, out)  # resumes: the rest of the protocol only
