@@ -3,7 +3,8 @@ and as the paired difference of each point against the first.
 
 Each (point, seed) gets its own run dir under the ablation folder (default
 <run_dir>/ablations/<name>/p<i>-s<k>). Stages whose key is unchanged (the upstream ones the grid
-does not touch) are linked in from wherever they already finished, so they run once. Seed +k is
+does not touch) are linked in from wherever they already finished (this ablation, the pipeline's run
+dir, the run dir holding the ablation folder and its other ablations, --reuse dirs), so they run once. Seed +k is
 added to the `seed` of the stages the grid changes and everything downstream (or --seed-stages);
 the train/eval split stays fixed. Outputs: ablation.{md,html,csv,json,png}, linked from the run's
 report. Rerunning the same command resumes: finished jobs are skipped.
@@ -35,6 +36,9 @@ def add_arguments(parser) -> None:
                              "and each stage's headline)")
     parser.add_argument("--name", help="ablation name (default: the varied keys' last parts)")
     parser.add_argument("--out", metavar="DIR", help="ablation folder (default: <run_dir>/ablations/<name>)")
+    parser.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                        help="also reuse finished stages from this run dir or ablation folder (repeatable); the "
+                             "pipeline's run dir and the run dir holding --out are always searched")
     parser.add_argument("--dry-run", action="store_true", help="print every job's plan (run, reuse, skip) and exit")
     parser.add_argument("--launcher", metavar="CMD", help="how each stage process starts (as for `run`)")
 
@@ -48,7 +52,7 @@ def main(args) -> int:
     overrides = [*args.overrides, *([f"launcher={args.launcher}"] if args.launcher else [])]
     ablation = build_ablation(args.pipeline, args.grid, seeds=args.seeds, stages=args.stages,
                               seed_stages=args.seed_stages, overrides=overrides, out=args.out, name=args.name,
-                              metrics=args.metrics)
+                              metrics=args.metrics, reuse=args.reuse)
     print(f"ablation '{ablation.name}' of {args.pipeline} -> {ablation.out_dir}")
     for p in ablation.points:
         print(f"  p{p.index}: {p.label}")
@@ -73,7 +77,8 @@ def main(args) -> int:
     for r in failed:
         print(f"  FAILED {r.job.name} ({r.job.point.label}; seed +{r.job.seed}): {r.error.splitlines()[0]}",
               file=sys.stderr)
-    _refresh_report(ablation.base_run_dir)
+    if ablation.home_run is not None:
+        _refresh_report(ablation.home_run)
     return 1 if failed else 0
 
 
@@ -91,6 +96,8 @@ def _command(args) -> str:
         parts += ["--metrics", *args.metrics]
     for flag, value in (("--name", args.name), ("--out", args.out), ("--launcher", args.launcher)):
         parts += [flag, value] if value else []
+    for value in args.reuse:
+        parts += ["--reuse", value]
     return " ".join(shlex.quote(p) for p in parts)
 
 

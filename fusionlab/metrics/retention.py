@@ -140,16 +140,16 @@ class ContrastRetention(Metric):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(self, fused, ir, vi, *, instances=None, boxes=None, visibility=None) -> None:
-        f, a, b = _gray(fused), _gray(ir), _gray(vi)
+        f, a, b = (_gray(x).cpu() for x in (fused, ir, vi))  # a few small windows per image: CPU work
         if not (f.shape == a.shape == b.shape):
             raise DataError(f"fused {tuple(f.shape)}, ir {tuple(a.shape)} and vi {tuple(b.shape)} differ in shape")
         B, H, W = f.shape
         for i in range(B):
-            mask = None if instances is None else instances[i]
+            mask = None if instances is None or instances[i] is None else torch.as_tensor(instances[i]).cpu()
             seen = None if visibility is None else visibility[i]
             rows = None
             if boxes is not None:
-                rows = torch.as_tensor(boxes).reshape(-1, 6)
+                rows = torch.as_tensor(boxes).detach().cpu().reshape(-1, 6)
                 rows = rows[rows[:, 0] == i, 2:6].double()
             n = len(seen) if seen is not None else None
             if mask is not None:
@@ -166,10 +166,10 @@ class ContrastRetention(Metric):
                 raise DataError("object contrast retention needs instance masks or boxes (the dataset has neither)")
             codes = torch.tensor([_CODES[group_of(seen[k]) if seen is not None else None] for k in range(c.shape[1])],
                                  dtype=torch.long)
-            self.c_fused.append(c[0])
-            self.c_ir.append(c[1])
-            self.c_vi.append(c[2])
-            self.code.append(codes)
+            self.c_fused.append(c[0].to(self.device))  # states live on the metric's device (DDP sync)
+            self.c_ir.append(c[1].to(self.device))
+            self.c_vi.append(c[2].to(self.device))
+            self.code.append(codes.to(self.device))
 
     def _cat(self, name: str, dtype) -> torch.Tensor:
         x = getattr(self, name)

@@ -4,7 +4,8 @@
   (resumable, with its own manifests and summary); the runner's `plan` / `run_pipeline` run it.
 - **Reuse.** Before a job is planned, each of its stages whose key (`stage_key`: config + upstream
   output digests + code) equals that of a finished stage elsewhere (another job of this ablation,
-  or the pipeline's own run dir) is linked in: declared outputs hard-linked (copied across file
+  the pipeline's own run dir, the run dir the ablation folder sits in, its other ablations, or a
+  `--reuse` dir) is linked in: declared outputs hard-linked (copied across file
   systems) after checking their sha256, manifest and logs copied, the source noted in
   `.fusionlab/reused.json`. The runner then finds the stage up to date and skips it. The runner
   itself is used through its public functions only.
@@ -78,7 +79,13 @@ class Ablation:
     seed_stages: list[str]
     base_run_dir: Path
     metrics: tuple[str, ...] | None  # patterns; None = DEFAULT_METRICS + headlines
+    reuse_roots: list[Path] = field(default_factory=list)  # run dirs / ablation folders searched for stages
     jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def home_run(self) -> Path | None:
+        """The run dir holding this ablation (`<run>/ablations/<name>`): its report links the tables."""
+        return self.out_dir.parent.parent if self.out_dir.parent.name == "ablations" else None
 
     @property
     def measured(self) -> list[str]:
@@ -225,18 +232,26 @@ def _slug(text: str) -> str:
 
 def build_ablation(pipeline_file: str | Path, grid: list[str], *, seeds: int = 3, stages: list[str] | None = None,
                    seed_stages: list[str] | None = None, overrides: list[str] = (), out: str | Path | None = None,
-                   name: str | None = None, metrics: list[str] | None = None) -> Ablation:
+                   name: str | None = None, metrics: list[str] | None = None, reuse: list[str] = ()) -> Ablation:
     """Check everything and resolve every job's pipeline; nothing is written. Errors are ConfigErrors."""
     from fusionlab.pipeline.spec import load_pipeline
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     axes = parse_grid(grid)
-    base_pipeline, base_specs = load_pipeline(pipeline_file, list(overrides))
+    plain_specs = load_pipeline(pipeline_file, list(overrides))[1]
+    for axis in axes:
+        if len(axis.values) == 1:  # a fixed override; it may switch on settings the varied keys then change
+            check_grid_key(axis.key, plain_specs)
+    fixed = [*overrides, *(f"{a.key}={a.values[0]}" for a in axes if len(a.values) == 1)]
+    try:
+        base_specs = load_pipeline(pipeline_file, fixed)[1]
+    except ConfigError as exc:
+        raise ConfigError(f"--grid {' '.join(fixed[len(overrides):])}: {exc}") from None
     names = [s.name for s in base_specs]
     for axis in axes:
-        check_grid_key(axis.key, base_specs)
-    fixed = [*overrides, *(f"{a.key}={a.values[0]}" for a in axes if len(a.values) == 1)]
+        if len(axis.values) > 1:
+            check_grid_key(axis.key, base_specs)
     points = grid_points(axes)
 
     # every value on its own first, so an error names the value that causes it
@@ -272,8 +287,13 @@ def build_ablation(pipeline_file: str | Path, grid: list[str], *, seeds: int = 3
     if name is None:
         name = "+".join(a.key.split(".")[-1] for a in axes if len(a.values) > 1) or "seeds"
     out_dir = Path(out).expanduser().resolve() if out else base_run_dir / "ablations" / _slug(name)
+    roots: list[Path] = []
+    for root in [base_run_dir, out_dir.parent.parent if out_dir.parent.name == "ablations" else None,
+                 *(Path(r).expanduser().resolve() for r in reuse)]:
+        if root is not None and root not in roots:
+            roots.append(root)
     ablation = Ablation(str(pipeline_file), name, out_dir, axes, fixed, points, seeds, selected, varied, seeded,
-                        base_run_dir, tuple(metrics) if metrics else None)
+                        base_run_dir, tuple(metrics) if metrics else None, roots)
     for k in range(seeds):  # seed-major: after the first round every point has one result
         for p, specs in zip(points, point_specs, strict=True):
             seed_over = [f"{s.name}.seed={int(s.symbolic.get('seed', 0)) + k}" for s in specs if s.name in seeded]
@@ -291,16 +311,20 @@ def _point_overrides(p: Point) -> list[str]:
 # --------------------------------------------------------------------------- reuse
 
 
-def finished_index(run_dirs) -> dict[str, list[Path]]:
-    """key -> finished stage folders under these run dirs (newest first)."""
+STAGE_PATTERNS = ("*/manifest.json", "*/*/manifest.json", "ablations/*/*/*/manifest.json")  # run dir, ablation
+# folder (its jobs), a run dir's ablations
+
+
+def finished_index(roots) -> dict[str, list[Path]]:
+    """key -> finished stage folders under these run dirs or ablation folders (newest first)."""
     from fusionlab.pipeline.manifest import read_manifest
 
     found: dict[str, list[tuple[str, Path]]] = {}
-    for run_dir in run_dirs:
-        for path in Path(run_dir).glob("*/manifest.json"):
-            man = read_manifest(path.parent)
-            if man and man.get("key"):
-                found.setdefault(man["key"], []).append((man.get("finished_at", ""), path.parent))
+    paths = {p for root in roots for pattern in STAGE_PATTERNS for p in Path(root).glob(pattern)}
+    for path in sorted(paths):
+        man = read_manifest(path.parent)
+        if man and man.get("key") and man.get("type"):
+            found.setdefault(man["key"], []).append((man.get("finished_at", ""), path.parent))
     return {k: [d for _, d in sorted(v, reverse=True)] for k, v in found.items()}
 
 
@@ -336,7 +360,8 @@ def reuse_finished(job: Job, selected: list[str], search: list[Path]) -> dict[st
     only when its upstream is also in place. Returns {stage: source folder} of what was linked."""
     from fusionlab.pipeline.manifest import read_manifest, stage_key, verify_outputs
 
-    index = finished_index(d for d in search if Path(d).resolve() != job.run_dir.resolve())
+    index = finished_index(search)
+    index = {k: [d for d in v if d.parent.resolve() != job.run_dir.resolve()] for k, v in index.items()}
     here: dict[str, dict] = {}
     linked: dict[str, Path] = {}
     for spec in job.specs:
@@ -363,7 +388,7 @@ def predict(ablation: Ablation) -> list[list[tuple[str, str]]]:
     upstream's identities: two jobs whose stages share an identity run it once."""
     from fusionlab.pipeline.manifest import read_manifest, stable_hash, stage_key, verify_outputs
 
-    index = finished_index([ablation.base_run_dir, *(j.run_dir for j in ablation.jobs)])
+    index = finished_index([*ablation.reuse_roots, ablation.out_dir])
     produced: dict[str, str] = {}  # identity -> job that will run it
     out = []
     for job in ablation.jobs:
@@ -415,7 +440,7 @@ def run_ablation(ablation: Ablation, echo=print) -> list[JobResult]:
     from fusionlab.pipeline.runner import format_plan, plan, run_pipeline, write_summary
 
     results: list[JobResult] = []
-    search = [ablation.base_run_dir, *(j.run_dir for j in ablation.jobs)]
+    search = [*ablation.reuse_roots, ablation.out_dir]
     with RunLock(ablation.out_dir):
         for n, job in enumerate(ablation.jobs, 1):
             echo(f"\n##### ablation {ablation.name} [{n}/{len(ablation.jobs)}] {job.name}: {job.point.label}; "
