@@ -187,7 +187,13 @@ def detection_table(stages: list[StageInfo]) -> list[list[str]] | None:
 # with <group> in all | ir_only | vis_only | both (fusionlab.metrics.visibility.GROUPS).
 
 RETENTION_GROUPS = (("ir_only", "IR-only"), ("vis_only", "VIS-only"), ("both", "both"), ("all", "all"))
-NO_REFERENCE_KEYS = ("EN", "SD", "SF", "AG")
+
+
+def _no_reference_keys() -> list[str]:
+    """EN, SD, SF, AG: the fusion metrics that need no source image, in table order."""
+    from fusionlab.metrics.functional import NO_REFERENCE
+
+    return [k for k in FUSION_KEYS if k in NO_REFERENCE]
 
 
 def retention_table(stages: list[StageInfo]) -> list[list[str]] | None:
@@ -195,13 +201,14 @@ def retention_table(stages: list[StageInfo]) -> list[list[str]] | None:
     beside the no-reference metrics, for each fused net and the IR / VIS / mean / max references."""
     rows: list[tuple[str, dict[str, float], dict[str, float]]] = []  # (name, retention, no-reference)
     refs: dict[str, tuple[dict, dict]] = {}
+    no_ref = _no_reference_keys()
     for s in stages:
         scalars = _scalar_metrics(s.metrics)
         kept = {k[len("retention/"):]: v for k, v in scalars.items() if k.startswith("retention/")}
         if not kept:
             continue
         preset = (s.manifest or {}).get("config", {}).get("preset", "")
-        nr = {k: scalars[f"eval/{k}"] for k in NO_REFERENCE_KEYS if f"eval/{k}" in scalars}
+        nr = {k: scalars[f"eval/{k}"] for k in no_ref if f"eval/{k}" in scalars}
         rows.append((f"{s.name} ({preset})" if preset else s.name, kept, nr))
         for key, value in scalars.items():
             parts = key.split("/", 2)
@@ -209,13 +216,13 @@ def retention_table(stages: list[StageInfo]) -> list[list[str]] | None:
                 ret, nr_ref = refs.setdefault(parts[1], ({}, {}))
                 if parts[2].startswith("retention/"):
                     ret[parts[2][len("retention/"):]] = value
-                elif parts[2] in NO_REFERENCE_KEYS:
+                elif parts[2] in no_ref:
                     nr_ref[parts[2]] = value
     if not rows:
         return None
     rows += [(f"reference: {name}", ret, nr) for name, (ret, nr) in refs.items() if ret]
     groups = [(g, label) for g, label in RETENTION_GROUPS if any(f"{g}/mean" in r for _, r, _ in rows)]
-    nr_keys = [k for k in NO_REFERENCE_KEYS if any(k in nr for _, _, nr in rows)]
+    nr_keys = [k for k in no_ref if any(k in nr for _, _, nr in rows)]
     head = ["method", *nr_keys]
     for _, label in groups:
         head += [f"{label} kept", f"{label} mean"]

@@ -17,8 +17,8 @@ class Sample:
     depth: torch.Tensor | None = None  # [1,H,W] metres, 0 = invalid / no measurement
     boxes: torch.Tensor | None = None  # [N,5] (class, cx, cy, w, h), normalised to [0,1]
     caption: str | None = None
-    instances: torch.Tensor | None = None  # [1,H,W] int32 instance map: k+1 = label row k, 0 = none (scoring only)
     meta: dict = field(default_factory=dict)
+    instances: torch.Tensor | None = None  # [1,H,W] int32 instance map: k+1 = label row k, 0 = none (scoring only)
 
     @property
     def size(self) -> tuple[int, int]:

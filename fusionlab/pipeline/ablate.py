@@ -277,11 +277,17 @@ def build_ablation(pipeline_file: str | Path, grid: list[str], *, seeds: int = 3
         raise ConfigError(f"the grid changes stage(s) {', '.join(outside)}, which --stages does not run; "
                           f"add them to --stages")
     asked = _stage_names(seed_stages, names, "--seed-stages")
-    roots = asked or varied or chosen
-    if not roots:
+    seed_roots = asked or varied or chosen
+    if not seed_roots:
         raise ConfigError("nothing varies: give --grid KEY=V1,V2, or --seed-stages (or --stages) to repeat stages "
                           "over seeds")
-    seeded = [n for n in with_downstream(base_specs, roots) if n in selected]
+    seeded = [n for n in with_downstream(base_specs, seed_roots) if n in selected]
+    if not seeded:
+        raise ConfigError(f"--seed-stages {', '.join(asked)}: not among the stages that run ({', '.join(selected)})")
+    clash = [a.key for a in axes if a.key.split(".")[-1] == "seed"]
+    if clash:
+        raise ConfigError(f"--grid key '{clash[0]}': seeds come from --seeds N (seed +0..N-1 for "
+                          f"{', '.join(seeded)}); vary other settings with --grid")
 
     base_run_dir = base_specs[0].out_dir.parent
     if name is None:
@@ -316,7 +322,8 @@ STAGE_PATTERNS = ("*/manifest.json", "*/*/manifest.json", "ablations/*/*/*/manif
 
 
 def finished_index(roots) -> dict[str, list[Path]]:
-    """key -> finished stage folders under these run dirs or ablation folders (newest first)."""
+    """key -> finished stage folders under these run dirs or ablation folders: where a stage really ran
+    first (links point there), newest first."""
     from fusionlab.pipeline.manifest import read_manifest
 
     found: dict[str, list[tuple[str, Path]]] = {}
@@ -324,8 +331,9 @@ def finished_index(roots) -> dict[str, list[Path]]:
     for path in sorted(paths):
         man = read_manifest(path.parent)
         if man and man.get("key") and man.get("type"):
-            found.setdefault(man["key"], []).append((man.get("finished_at", ""), path.parent))
-    return {k: [d for _, d in sorted(v, reverse=True)] for k, v in found.items()}
+            ran_here = not (path.parent / ".fusionlab" / "reused.json").is_file()
+            found.setdefault(man["key"], []).append((ran_here, man.get("finished_at", ""), path.parent))
+    return {k: [d for *_, d in sorted(v, key=lambda t: (t[0], t[1]), reverse=True)] for k, v in found.items()}
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

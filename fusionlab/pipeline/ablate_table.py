@@ -78,6 +78,9 @@ def notes(ablation, command: str) -> list[str]:
     if upstream:
         lines.append(f"Ran once and reused by every job (same key): {', '.join(upstream)}; their metrics are the same "
                      "everywhere and are not listed.")
+    sized = getattr(ablation.jobs[0].pipeline, "cpu_sized", None) if ablation.jobs else None
+    if sized:
+        lines.append("CPU-sized settings a paper would not use: " + "; ".join(sized) + ".")
     return lines
 
 

@@ -77,6 +77,11 @@ def test_tiny_ablation_tables_intervals_and_reuse(cli_inproc, ablate_env):
     again = cli_inproc("ablate", pipe, "--grid", "score.scale=1,2", "--seeds", "2").stdout
     assert "=== stage" not in again and again.count("skip  score") == 4
 
+    # another ablation finds the finished upstream through --reuse (a dry run: nothing runs)
+    other = cli_inproc("ablate", pipe, "--grid", "score.scale=3,4", "--seeds", "1", "--out", "elsewhere",
+                       "--reuse", str(abl), "--dry-run").stdout
+    assert f"train  reuse {abl / 'p0-s0' / 'train'}" in other and "stage runs needed: 2" in other
+
     # the pipeline run's report links the ablation
     for stage in ("train", "score"):
         shutil.copytree(abl / "p0-s0" / stage, Path("r") / stage)
@@ -111,6 +116,7 @@ def test_seed_routing_and_dry_run_touch_nothing(cli_inproc, ablate_env):
     (["--grid", "score.scale=1,2", "--stages", "train"], "which --stages does not run"),
     (["--grid", "score.scale=1,2", "--stages", "scor"], "did you mean 'score'"),
     (["--grid", "score.scale"], "is not of the form KEY=V1,V2"),
+    (["--grid", "score.seed=1,2"], "seeds come from --seeds N"),
     ([], "nothing varies"),
 ])
 def test_errors_come_before_anything_runs(cli_inproc, ablate_env, args, message):

@@ -1,24 +1,19 @@
-"""Scores the upstream `model/` with a seeded noise term: cheap, and different for every seed."""
+"""tests/pipeline's `consumer` plus a seeded noise term: cheap, and different for every seed."""
 
 from __future__ import annotations
 
 import random
 
-from fusionlab.artifacts import atomic_write_json, load_model_files
-from fusionlab.stages.base import StageConfig, StageContext
+from fixture_stages import consumer
 
-OUTPUTS = ("score.json",)
+from fusionlab.stages.base import StageContext
+
+OUTPUTS = consumer.OUTPUTS
 HEADLINE = ("score",)
-
-
-class Config(StageConfig):
-    model_dir: str
-    scale: float = 1.0
+Config = consumer.Config
 
 
 def run(cfg: Config, ctx: StageContext) -> dict:
-    _, state = load_model_files(cfg.model_dir, what="scored input")
+    value = consumer.run(cfg, ctx)["value"]  # the upstream model's weight sum x scale
     noise = random.Random(cfg.seed).gauss(0.0, 0.1)
-    score = float(state["weight"].sum()) * cfg.scale + noise
-    atomic_write_json(ctx.output("score.json"), {"score": score})
-    return {"score": score, "noise": noise}
+    return {"score": value + noise, "noise": noise}
