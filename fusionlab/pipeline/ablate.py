@@ -447,12 +447,16 @@ def run_ablation(ablation: Ablation, echo=print) -> list[JobResult]:
     from fusionlab.pipeline.lock import RunLock
     from fusionlab.pipeline.runner import format_plan, plan, run_pipeline, write_summary
 
+    import time
+
     results: list[JobResult] = []
     search = [*ablation.reuse_roots, ablation.out_dir]
+    started = time.time()
     with RunLock(ablation.out_dir):
         for n, job in enumerate(ablation.jobs, 1):
+            elapsed = time.time() - started
             echo(f"\n##### ablation {ablation.name} [{n}/{len(ablation.jobs)}] {job.name}: {job.point.label}; "
-                 f"seed +{job.seed} -> {job.run_dir}")
+                 f"seed +{job.seed} -> {job.run_dir} ({elapsed / 60:.1f} min so far)")
             linked = reuse_finished(job, ablation.selected, search)
             for stage, src in linked.items():
                 echo(f"  reuse {stage}: linked from {src}")
