@@ -17,7 +17,7 @@ A one-valued key (fusion.preset=text2pixels) is a fixed override for every job, 
 
 from fusionlab.commands import _args
 
-HELP = "run a pipeline over a grid of settings x seeds; mean ± 95% interval tables, paired differences, plot"
+HELP = "run a pipeline over a grid of settings x seeds: tables of mean ± 95 %% interval and paired differences, a plot"
 
 
 def add_arguments(parser) -> None:

@@ -27,6 +27,7 @@ def ablate_env(monkeypatch, tmp_path):
     (tmp_path / "pipeline.yaml").write_text(
         "run_dir: r\nwandb: {enabled: false}\nreport: false\nstages:\n"
         f"  - name: train\n    config: {PIPELINE_TESTS / 'conf' / 'counter.yaml'}\n"
+        "    set: {trainer.max_epochs: 1, n_samples: 16}\n"  # one real Lightning fit of 2 steps: seconds
         "  - name: score\n    config: score.yaml\n"
     )
     monkeypatch.chdir(tmp_path)
