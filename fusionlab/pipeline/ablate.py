@@ -239,11 +239,15 @@ def build_ablation(pipeline_file: str | Path, grid: list[str], *, seeds: int = 3
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     axes = parse_grid(grid)
-    plain_specs = load_pipeline(pipeline_file, list(overrides))[1]
-    for axis in axes:
-        if len(axis.values) == 1:  # a fixed override; it may switch on settings the varied keys then change
-            check_grid_key(axis.key, plain_specs)
-    fixed = [*overrides, *(f"{a.key}={a.values[0]}" for a in axes if len(a.values) == 1)]
+    one_valued = [a for a in axes if len(a.values) == 1]  # fixed overrides; one may switch on settings
+    for axis in one_valued:  # that another then sets (preset=text2pixels, model.codebook=false)
+        others = [f"{a.key}={a.values[0]}" for a in one_valued if a is not axis]
+        try:
+            specs_without = load_pipeline(pipeline_file, [*overrides, *others])[1]
+        except ConfigError:
+            specs_without = load_pipeline(pipeline_file, list(overrides))[1]
+        check_grid_key(axis.key, specs_without)
+    fixed = [*overrides, *(f"{a.key}={a.values[0]}" for a in one_valued)]
     try:
         base_specs = load_pipeline(pipeline_file, fixed)[1]
     except ConfigError as exc:
@@ -444,10 +448,10 @@ class JobResult:
 
 def run_ablation(ablation: Ablation, echo=print) -> list[JobResult]:
     """Run every job in order; a failed job is reported and the others still run."""
+    import time
+
     from fusionlab.pipeline.lock import RunLock
     from fusionlab.pipeline.runner import format_plan, plan, run_pipeline, write_summary
-
-    import time
 
     results: list[JobResult] = []
     search = [*ablation.reuse_roots, ablation.out_dir]
