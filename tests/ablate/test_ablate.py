@@ -110,6 +110,7 @@ def test_seed_routing_and_dry_run_touch_nothing(cli_inproc, ablate_env):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--grid", "score.scael=1,2"], "did you mean 'score.scale'"),
+    (["--grid", "score.scael=3", "train.n_samples=8,16"], "did you mean 'score.scale'"),  # a fixed key too
     (["--grid", "scale=1,2"], "only score has it: write 'score.scale'"),
     (["--grid", "score.scale=1,oops"], "--grid score.scale=oops:"),
     (["--grid", "run_dir=a,b"], "is a pipeline setting"),
