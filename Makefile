@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 # pip's notes about this machine's local package mirror are noise; keep errors visible.
 PIP_QUIET := 2>&1 | grep -v -e "^WARNING: Location" -e "^\s*$$" || true
 
-.PHONY: help setup lock demo pipeline data stage-1 stage-2 stage-3 stage-4 stage-5 ship-model test test-full lint bench report clean
+.PHONY: help setup lock demo pipeline data stage-1 stage-2 stage-3 stage-4 stage-5 ship-model ablate test test-full lint bench report clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -71,6 +71,17 @@ ship-model: setup ## train the shipped default model (baseline on RoadScene trai
 	nice $(BIN)/fusionlab run stages/roadscene.yaml run_dir=$(SHIP_RUN) $(SHIP_ARGS) $(ARGS)
 	$(BIN)/fusionlab models ship $(SHIP_RUN)/fusion --name $(SHIP_NAME) \
 		--command "fusionlab run stages/roadscene.yaml run_dir=$(SHIP_RUN) $(SHIP_ARGS) $(ARGS)"
+
+ABLATE      ?= stages/ablate.yaml
+ABLATE_RUN  ?= runs/demo
+ABLATE_ARGS := --seeds 3 $(ARGS)
+ablate: setup ## the papers' ablations on synthetic scenes, 3 seeds each (ldnf text x depth, text2pixels text x codebook, stage-5 modes); tables in ABLATE_RUN/ablations/, linked from its report
+	$(BIN)/fusionlab ablate $(ABLATE) --name ldnf --stages fusion --out $(ABLATE_RUN)/ablations/ldnf \
+		--grid fusion.text_guidance=on,off fusion.depth_loss=on,off $(ABLATE_ARGS)
+	$(BIN)/fusionlab ablate $(ABLATE) --name text2pixels --stages fusion --out $(ABLATE_RUN)/ablations/text2pixels \
+		--grid fusion.preset=text2pixels fusion.text_guidance=on,off fusion.model.codebook=true,false $(ABLATE_ARGS)
+	$(BIN)/fusionlab ablate $(ABLATE) --name detect-modes --stages detect --out $(ABLATE_RUN)/ablations/detect-modes \
+		--grid detect.mode=bilevel,joint,alternating $(ABLATE_ARGS)
 
 report: setup ## rebuild the report of PIPELINE's run dir
 	$(BIN)/fusionlab report $$($(BIN)/python -c "import sys; from fusionlab.pipeline.spec import load_pipeline; print(load_pipeline(sys.argv[1], sys.argv[2:])[0].run_dir)" $(PIPELINE) $(ARGS))

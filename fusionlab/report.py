@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +108,8 @@ def fusion_table(stages: list[StageInfo]) -> list[list[str]] | None:
         for key, value in _scalar_metrics(s.metrics).items():
             if key.startswith("ref/"):
                 _, ref, metric = key.split("/", 2)
-                refs.setdefault(ref, {})[metric] = value
+                if metric in FUSION_KEYS:  # ref/<ref>/retention/... belongs to retention_table
+                    refs.setdefault(ref, {})[metric] = value
     if not rows:
         return None
     rows += [(f"reference: {name}", values) for name, values in refs.items()]
@@ -123,15 +125,22 @@ def fusion_table(stages: list[StageInfo]) -> list[list[str]] | None:
     return table
 
 
+DEPTH_INPUTS = {"ir": ("IR", "IR"), "fused-ir-net": ("IR", "fused"), "vis": ("VIS", "VIS"),
+                "fused-vis-net": ("VIS", "fused")}  # stage 4's depth/<input>/<metric>: (net, image)
+
+
 def depth_table(stages: list[StageInfo]) -> list[list[str]] | None:
-    """Depth error of the frozen depth nets on IR, VIS and fused inputs (lower is better)."""
-    values: dict[str, dict[str, float]] = {}
+    """Depth error of the frozen IR and VIS depth nets on their own source and on each fused image
+    (lower is better for AbsRel and RMSE): does the fused image carry the depth cues (LDNF's claim)?"""
+    values: dict[tuple, dict[str, float]] = {}  # (net, image, stage) -> metrics
     for s in stages:
         for key, value in _scalar_metrics(s.metrics).items():
             if key.startswith("depth/"):
                 _, source, metric = (key.split("/", 2) + [""])[:3]
                 if metric:
-                    values.setdefault(f"{source} ({s.name})", {})[metric] = value
+                    net, image = DEPTH_INPUTS.get(source, (source, source))
+                    where = s.name if image == "fused" else ""  # a source image is the same for every stage
+                    values.setdefault((net, image, where), {}).setdefault(metric, value)
     if not values:
         depth = next((s for s in stages if (s.manifest or {}).get("type") == "depth"), None)
         if depth is None:
@@ -139,9 +148,15 @@ def depth_table(stages: list[StageInfo]) -> list[list[str]] | None:
         for net in ("ir", "vis"):
             m = {k.split("/", 1)[1]: v for k, v in _scalar_metrics(depth.metrics).items() if k.startswith(f"{net}/val_")}
             if m:
-                values[f"{net.upper()} net on {net.upper()} (stage depth)"] = m
+                values[(net.upper(), net.upper(), "stage depth")] = m
+    order = {"IR": 0, "VIS": 1}
+    keys = sorted(values, key=lambda k: (order.get(k[0], 2), k[1] == "fused", k[2]))
     metrics = sorted({m for v in values.values() for m in v})
-    return [["input", *metrics], *[[name, *[_fmt(v.get(m)) for m in metrics]] for name, v in values.items()]]
+    rows = [["depth net", "on image", *metrics]]
+    for net, image, where in keys:
+        label = f"{image} ({where})" if where else image
+        rows.append([f"{net} net", label, *[_fmt(values[(net, image, where)].get(m)) for m in metrics]])
+    return rows
 
 
 def detection_table(stages: list[StageInfo]) -> list[list[str]] | None:
@@ -159,6 +174,148 @@ def detection_table(stages: list[StageInfo]) -> list[list[str]] | None:
         return [["image set", *metrics], *[[name, *[_fmt(per_set[name].get(m)) for m in metrics]]
                                            for name in DETECTION_SETS if name in per_set]]
     return None
+
+
+# --------------------------------------------------------------------------- evidence: what fusion keeps
+# Keys read (any may be absent; a table is left out when none of its keys are there):
+#   stage 4 / `fusionlab eval`:  retention/<group>/{mean,kept,n}            (the fused net)
+#                                ref/<ir|vis|mean|max>/retention/<group>/... (the simple references)
+#   stage 5 / detect-eval:       recall_split/<set>/<group>                  (recall at IoU 0.5, conf 0.25)
+#                                recall_split/<set>/<group>/seeds, map50/<set>/seeds  (per-seed lists, optional)
+#                                recall_split/n/<group>                      (objects per group)
+#   the pipeline YAML:           cpu_sized: [...]                            (settings a paper would not use)
+# with <group> in all | ir_only | vis_only | both (fusionlab.metrics.visibility.GROUPS).
+
+RETENTION_GROUPS = (("ir_only", "IR-only"), ("vis_only", "VIS-only"), ("both", "both"), ("all", "all"))
+
+
+def _no_reference_keys() -> list[str]:
+    """EN, SD, SF, AG: the fusion metrics that need no source image, in table order."""
+    from fusionlab.metrics.functional import NO_REFERENCE
+
+    return [k for k in FUSION_KEYS if k in NO_REFERENCE]
+
+
+def retention_table(stages: list[StageInfo]) -> list[list[str]] | None:
+    """Per object: the share of the seeing modality's contrast kept (mean, kept ≥ 0.5), by visibility,
+    beside the no-reference metrics, for each fused net and the IR / VIS / mean / max references."""
+    rows: list[tuple[str, dict[str, float], dict[str, float]]] = []  # (name, retention, no-reference)
+    refs: dict[str, tuple[dict, dict]] = {}
+    no_ref = _no_reference_keys()
+    for s in stages:
+        scalars = _scalar_metrics(s.metrics)
+        kept = {k[len("retention/"):]: v for k, v in scalars.items() if k.startswith("retention/")}
+        if not kept:
+            continue
+        preset = (s.manifest or {}).get("config", {}).get("preset", "")
+        nr = {k: scalars[f"eval/{k}"] for k in no_ref if f"eval/{k}" in scalars}
+        rows.append((f"{s.name} ({preset})" if preset else s.name, kept, nr))
+        for key, value in scalars.items():
+            parts = key.split("/", 2)
+            if parts[0] == "ref" and len(parts) == 3:
+                ret, nr_ref = refs.setdefault(parts[1], ({}, {}))
+                if parts[2].startswith("retention/"):
+                    ret[parts[2][len("retention/"):]] = value
+                elif parts[2] in no_ref:
+                    nr_ref[parts[2]] = value
+    if not rows:
+        return None
+    rows += [(f"reference: {name}", ret, nr) for name, (ret, nr) in refs.items() if ret]
+    groups = [(g, label) for g, label in RETENTION_GROUPS if any(f"{g}/mean" in r for _, r, _ in rows)]
+    nr_keys = [k for k in no_ref if any(k in nr for _, _, nr in rows)]
+    head = ["method", *nr_keys]
+    for _, label in groups:
+        head += [f"{label} kept", f"{label} mean"]
+    table = [head]
+    for name, ret, nr in rows:
+        cells = [name, *[_fmt(nr.get(k)) for k in nr_keys]]
+        for g, _ in groups:
+            cells += [_fmt(ret.get(f"{g}/kept")), _fmt(ret.get(f"{g}/mean"))]
+        table.append(cells)
+    return table
+
+
+def retention_note(stages: list[StageInfo]) -> str:
+    counts = {}
+    for s in stages:
+        for g, label in RETENTION_GROUPS:
+            n = s.metrics.get(f"retention/{g}/n")
+            if isinstance(n, (int, float)) and label not in counts:
+                counts[label] = int(n)
+    what = ", ".join(f"{label} {n}" for label, n in counts.items())
+    return ("Object contrast retention (docs/metrics.md): per object, its contrast to its surround in the fused image "
+            "over that in the modality that sees it; kept = share of objects with retention ≥ 0.5, mean capped at 2. "
+            "EN, SD, SF, AG need no reference image." + (f" Objects scored: {what}." if what else ""))
+
+
+def _spread(metrics: dict, key: str) -> str:
+    """`value`, or `mean ± 95 % interval (n seeds)` when the manifest lists per-seed values."""
+    from fusionlab.metrics.intervals import format_interval, mean_interval
+
+    seeds = metrics.get(f"{key}/seeds")
+    if isinstance(seeds, list) and seeds:
+        stats = mean_interval(v for v in seeds if isinstance(v, (int, float)))
+        return f"{format_interval(stats, 3)} ({stats['n']} seeds)"
+    return _fmt(metrics.get(key)) if isinstance(metrics.get(key), (int, float)) else "–"
+
+
+def visibility_detection_table(stages: list[StageInfo]) -> list[list[str]] | None:
+    """Recall of each image set's detector on the objects only IR sees, only VIS sees, and both see."""
+    for s in stages:
+        m = s.metrics
+        sets = [name for name in DETECTION_SETS if any(k.startswith(f"recall_split/{name}/") for k in m)]
+        if not sets:
+            continue
+        groups = [(g, label) for g, label in RETENTION_GROUPS if any(f"recall_split/{n}/{g}" in m for n in sets)]
+        table = [["image set", "mAP@0.5", *[f"recall {label}" for _, label in groups]]]
+        for name in sets:
+            table.append([name, _spread(m, f"map50/{name}"), *[_spread(m, f"recall_split/{name}/{g}") for g, _ in groups]])
+        return table
+    return None
+
+
+def visibility_detection_note(stages: list[StageInfo]) -> str:
+    counts = next(({label: int(s.metrics[f"recall_split/n/{g}"]) for g, label in RETENTION_GROUPS
+                    if isinstance(s.metrics.get(f"recall_split/n/{g}"), (int, float))}
+                   for s in stages if any(k.startswith("recall_split/n/") for k in s.metrics)), {})
+    what = ", ".join(f"{label} {n}" for label, n in counts.items())
+    return ("Share of the eval split's objects each detector finds (IoU ≥ 0.5, same class, confidence ≥ 0.25), "
+            "by which modality sees them; ± is the 95 % interval over the stage's seeds."
+            + (f" Objects: {what}." if what else ""))
+
+
+def cpu_sized_line(run_dir: Path, stages: list[StageInfo]) -> str | None:
+    """The one line naming the CPU-sized settings, when the pipeline YAML lists them (`cpu_sized:`)."""
+    import yaml
+
+    for s in stages:
+        ctx = s.out_dir / ".fusionlab" / "context.json"
+        try:
+            pipeline = Path(json.loads(ctx.read_text())["pipeline"])
+            items = (yaml.safe_load(pipeline.read_text()) or {}).get("cpu_sized")
+        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+            continue
+        if isinstance(items, list) and items:
+            return "CPU-sized settings a paper would not use: " + "; ".join(str(i) for i in items) + "."
+    return None
+
+
+def ablation_links(run_dir: Path) -> tuple[list[list[str]], list[str]] | None:
+    """One row per `fusionlab ablate` of this run dir, linking its tables (`ablations/<name>/`)."""
+    from fusionlab.pipeline.ablate_table import read_ablations
+
+    found = read_ablations(run_dir)
+    if not found:
+        return None
+    rows = [["ablation", "grid", "seeds", "jobs ok", "tables"]]
+    for a in found:
+        rel = Path("..") / a["_dir"].relative_to(run_dir)
+        jobs = a.get("jobs", [])
+        grid = "; ".join(f"{k}={','.join(map(str, v))}" for k, v in a.get("grid", {}).items())
+        rows.append([a.get("name", a["_dir"].name), grid or "–", str(a.get("seeds", "–")),
+                     f"{sum(j.get('status') == 'ok' for j in jobs)}/{len(jobs)}",
+                     f"{rel / 'ablation.html'}, {rel / 'ablation.md'}"])
+    return rows, [a.get("command", "") for a in found]
 
 
 # --------------------------------------------------------------------------- pictures
@@ -344,6 +501,34 @@ def _html_table(rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def section(title: str, rows: list[list[str]] | None = None, notes: list[str] | tuple = (),
+            image: str | None = None) -> tuple[str, str, str]:
+    """(title, markdown, html) of a report section: note lines, an optional table and image."""
+    md = [*notes, *([_md_table(rows)] if rows else []), *([f"![{title}]({image})"] if image else [])]
+    page = "".join(f'<p class="note">{_inline_html(n)}</p>' for n in notes)
+    page += (_html_table(rows) if rows else "") + (f'<img src="{image}" alt="{html.escape(title)}">' if image else "")
+    return title, "\n\n".join(md), page
+
+
+def _inline_html(text: str) -> str:
+    """Escape, then render the only Markdown the notes use: `code` and **bold**."""
+    out = html.escape(text)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
+
+
+def render_documents(title: str, intro: str, sections: list[tuple[str, str, str]]) -> tuple[str, str]:
+    """Markdown and self-contained HTML (no scripts, styles inline, no network) of titled sections."""
+    md = [f"# {title}", "", intro, ""]
+    body = [f"<h1>{html.escape(title)}</h1><p class=\"note\">{_inline_html(intro)}</p>"]
+    for name, md_text, html_text in sections:
+        md += [f"## {name}", "", md_text, ""]
+        body.append(f"<h2>{html.escape(name)}</h2>{html_text}")
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
+    return "\n".join(md), page
+
+
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:0.6em 0 1.4em}th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}
 th{background:#f3f3f3}img{max-width:100%}h2{border-bottom:1px solid #ddd;padding-bottom:3px}
@@ -364,16 +549,27 @@ def build_report(run_dir: str | Path) -> Path:
         table = stage_table(stages)
         sections.append(("Pipeline", "![pipeline](pipeline.svg)\n\n" + _md_table(table),
                          '<img src="pipeline.svg" alt="pipeline diagram">' + _html_table(table)))
+        cpu_line = cpu_sized_line(run_dir, stages)
+        if cpu_line:
+            sections.append(("Demo settings", cpu_line, f'<p class="note">{html.escape(cpu_line)}</p>'))
         weights = weights_section(stages)
         if weights:
             sections.append(weights)
         for title, note, rows in (
             ("Fusion quality", "Mean over the eval split; best per metric in bold (↓: lower is better).", fusion_table(stages)),
-            ("Depth", "Depth error of the frozen stage-1 nets on each input (lower is better).", depth_table(stages)),
+            ("What fusion keeps, per object", retention_note(stages), retention_table(stages)),
+            ("Depth on fused vs source images", "Depth error of the frozen stage-1 nets on their own source and on "
+             "each fusion stage's fused eval images (AbsRel, RMSE: lower is better; δ1: higher).", depth_table(stages)),
             ("Detection", "Detectors trained on identical splits and seeds, one per image set.", detection_table(stages)),
+            ("Detection by visibility", visibility_detection_note(stages), visibility_detection_table(stages)),
         ):
             if rows:
-                sections.append((title, f"{note}\n\n{_md_table(rows)}", f'<p class="note">{html.escape(note)}</p>{_html_table(rows)}'))
+                sections.append(section(title, rows, [note]))
+        ablations = ablation_links(run_dir)
+        if ablations:
+            rows, commands = ablations
+            sections.append(section("Ablations", rows, ["Mean ± 95 % interval over seeds and paired differences; "
+                                                        "made by:", *(f"`{c}`" for c in commands if c)]))
         grid = image_grid(stages, out)
         if grid:
             sections.append(("Images", f"![IR, VIS, depth, caption, fused]({grid})",
@@ -392,15 +588,9 @@ def build_report(run_dir: str | Path) -> Path:
                                     f"{_html_table(rows)}</details>")
         sections.append(("All metrics (from the manifests)", "\n\n".join(details_md), "".join(details_html)))
 
-        title = f"fusionlab run: {run_dir.name}"
-        md = [f"# {title}", "", f"Run dir: `{run_dir}`", ""]
-        body = [f"<h1>{html.escape(title)}</h1><p class=\"note\">Run dir: {html.escape(str(run_dir))}. "
-                "Every number comes from the stages' manifest.json files.</p>"]
-        for name, md_text, html_text in sections:
-            md += [f"## {name}", "", md_text, ""]
-            body.append(f"<h2>{html.escape(name)}</h2>{html_text}")
-        (out / "report.md").write_text("\n".join(md))
-        (out / "index.html").write_text(
-            f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
+        md, page = render_documents(f"fusionlab run: {run_dir.name}",
+                                    f"Run dir: `{run_dir}`. Every number comes from the stages' manifest.json files.",
+                                    sections)
+        (out / "report.md").write_text(md)
+        (out / "index.html").write_text(page)
     return run_dir / REPORT_DIR / "index.html"

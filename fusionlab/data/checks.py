@@ -16,7 +16,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # "unpaired" | "duplicate" | "corrupt" | "size_mismatch" | "labels" | "captions"
+    kind: str  # "unpaired" | "duplicate" | "corrupt" | "size_mismatch" | "labels" | "captions" | "masks"
     path: str  # the offending file
     message: str
 

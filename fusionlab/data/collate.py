@@ -12,7 +12,8 @@ def collate_samples(samples: list[Sample]) -> dict:
     """Stack Samples into the batch dict every stage reads.
 
     keys: id, ir [B,1,H,W], vi [B,3,H,W], depth [B,1,H,W] (only if every sample has depth),
-    boxes [N,6] (batch_index, class, cx, cy, w, h) (only if the dataset has boxes), caption, meta.
+    boxes [N,6] (batch_index, class, cx, cy, w, h) (only if the dataset has boxes),
+    instances [B,1,H,W] int32 (only if every sample has an instance map), caption, meta.
     """
     sizes = {s.size for s in samples}
     if len(sizes) > 1:
@@ -27,6 +28,8 @@ def collate_samples(samples: list[Sample]) -> dict:
     }
     if all(s.depth is not None for s in samples):
         batch["depth"] = torch.stack([s.depth for s in samples])
+    if all(s.instances is not None for s in samples):
+        batch["instances"] = torch.stack([s.instances for s in samples])
     if any(s.boxes is not None for s in samples):
         rows = []
         for i, s in enumerate(samples):

@@ -8,6 +8,7 @@ headers, unpaired files, bad labels and size mismatches are all found before tra
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 
 from fusionlab.data.checks import CheckReport
 from fusionlab.data.formats import Layout, PairRecord, scan
-from fusionlab.data.io import probe_image, read_depth, read_ir, read_vi
+from fusionlab.data.io import probe_image, read_depth, read_instances, read_ir, read_vi
 from fusionlab.data.labels import ClassIndex, read_kaist, read_voc, read_yolo
 from fusionlab.data.sample import Sample
 from fusionlab.data.transforms import _crop_tensor, crop_boxes, resize_to
@@ -46,6 +47,7 @@ class PairDataset(torch.utils.data.Dataset):
         self.report = report
         self.classes = classes
         self.on_size_mismatch = on_size_mismatch
+        self._by_id: dict[str, PairRecord] | None = None  # id -> record, built on first use
 
     # ------------------------------------------------------------------ views
     @property
@@ -59,6 +61,23 @@ class PairDataset(torch.utils.data.Dataset):
     @property
     def has_depth(self) -> bool:
         return bool(self.records) and all(r.depth is not None for r in self.records)
+
+    @property
+    def has_masks(self) -> bool:
+        return bool(self.records) and all(r.masks is not None for r in self.records)
+
+    def visibility(self, sample_id: str) -> list[dict] | None:
+        """Each labelled object's `visible_in` ({"ir": bool, "vi": bool}, in label-row order) from the
+        pair's scene description, or None where the dataset does not record it. Ground truth for
+        scoring only: it is never part of a Sample, so it cannot reach a model input."""
+        from fusionlab.data.scenes import read_visibility
+
+        if self._by_id is None:
+            self._by_id = {r.id: r for r in self.records}
+        rec = self._by_id.get(sample_id)
+        if rec is None:
+            raise KeyError(f"no pair '{sample_id}' in '{self.report.root}'")
+        return read_visibility(rec.scene) if rec.scene is not None else None
 
     def image_size(self, index: int) -> tuple[int, int]:
         """(H, W) of sample `index` as returned (after any size fix), without decoding it."""
@@ -77,6 +96,7 @@ class PairDataset(torch.utils.data.Dataset):
         """A dataset over a subset of the pairs (same files, classes and report)."""
         view = copy.copy(self)
         view.records = [self.records[i] for i in indices]
+        view._by_id = None
         return view
 
     def __len__(self) -> int:
@@ -90,6 +110,7 @@ class PairDataset(torch.utils.data.Dataset):
         ir_t = torch.from_numpy(ir)[None]
         vi_t = torch.from_numpy(vi).permute(2, 0, 1).contiguous()
         depth_t = torch.from_numpy(read_depth(rec.depth))[None] if rec.depth is not None else None
+        inst_t = torch.from_numpy(read_instances(rec.masks))[None] if rec.masks is not None else None
         boxes = torch.from_numpy(self._boxes.get(rec.id, np.zeros((0, 5), np.float32))) if self.has_boxes else None
         size = tuple(vi_t.shape[-2:])
         if self.on_size_mismatch == "crop":
@@ -99,9 +120,11 @@ class PairDataset(torch.utils.data.Dataset):
                 boxes = crop_boxes(boxes, size, (size[0] - h) // 2, (size[1] - w) // 2, (h, w))
             ir_t, vi_t = _center(ir_t, h, w), _center(vi_t, h, w)
             depth_t = None if depth_t is None else _center(depth_t, h, w)
+            inst_t = None if inst_t is None else _center(inst_t, h, w)
         elif self.on_size_mismatch == "resize":  # boxes are normalised to the VIS frame: unchanged
             ir_t = resize_to(ir_t, size)
             depth_t = None if depth_t is None else resize_to(depth_t, size, nearest=True)
+            inst_t = None if inst_t is None else resize_to(inst_t, size, nearest=True)
         elif tuple(ir_t.shape[-2:]) != size or (depth_t is not None and tuple(depth_t.shape[-2:]) != size):
             raise DataError(  # header and decoded sizes disagree (rare: EXIF-rotated or odd TIFFs)
                 f"'{rec.ir}' ({ir_t.shape[-1]}x{ir_t.shape[-2]}) and '{rec.vi}' ({size[1]}x{size[0]}) differ in size; "
@@ -114,6 +137,7 @@ class PairDataset(torch.utils.data.Dataset):
             depth=depth_t,
             boxes=boxes,
             caption=self.layout.captions.get(rec.id),
+            instances=inst_t,
             meta={
                 "vi_gray": vi_info.gray,
                 "bit_depth": max(ir_info.bit_depth, vi_info.bit_depth),
@@ -184,6 +208,8 @@ def open_dataset(
                 "size_mismatch", other, msg + ("" if on_size_mismatch == "error" else f"; fixed by {on_size_mismatch}")
             )
             mismatched.append(msg)
+        if rec.masks is not None:
+            rec = _checked_mask(rec, size["vi"], report, deep)
         if rec.labels is not None:
             try:
                 boxes[rec.id] = _parse_boxes(rec, class_index, n_fixed, size["vi"])
@@ -218,6 +244,32 @@ def open_dataset(
             "%s: %d problem(s), bad files skipped:\n%s", root, len(report.problems), "\n".join(report.problem_lines(10))
         )
     return dataset
+
+
+def _checked_mask(rec: PairRecord, vi_size: tuple[int, int], report: CheckReport, deep: bool) -> PairRecord:
+    """The record, without its instance mask when that is unreadable or not the pair's size: masks
+    only serve scoring, so a bad one is reported and dropped, and the pair stays usable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(rec.masks) as im:  # header only: size and pixel format
+            mask_size, mode = im.size, im.mode
+        if mode not in ("L", "I", "I;16", "I;16B", "I;16L"):
+            raise DataError(f"'{rec.masks}' is a {mode} image; instance masks are single-channel 8- or 16-bit "
+                            "PNGs of object ids")
+        if deep:
+            read_instances(rec.masks)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        report.add("masks", rec.masks, f"'{rec.masks}' is not a readable instance mask ({exc}); mask ignored")
+        return dataclasses.replace(rec, masks=None)
+    except DataError as exc:
+        report.add("masks", rec.masks, f"{exc}; mask ignored")
+        return dataclasses.replace(rec, masks=None)
+    if mask_size != vi_size:
+        report.add("masks", rec.masks, f"'{rec.masks}' is {mask_size[0]}x{mask_size[1]} but its pair is "
+                   f"{vi_size[0]}x{vi_size[1]}; mask ignored")
+        return dataclasses.replace(rec, masks=None)
+    return rec
 
 
 def check_dataset(root, format: str = "auto", split: str | None = None, on_size_mismatch: str = "error") -> CheckReport:

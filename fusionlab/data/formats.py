@@ -2,11 +2,13 @@
 
 | format  | IR / VIS folders              | boxes                          | extras                  |
 |---------|-------------------------------|--------------------------------|-------------------------|
-| generic | ir/ + vi/ (TNO, RoadScene, MSRS, synthetic) | labels/*.txt (YOLO) + classes.txt | depth/, captions.jsonl |
+| generic | ir/ + vi/ (TNO, RoadScene, MSRS, synthetic) | labels/*.txt (YOLO) + classes.txt | depth/, masks/, scenes/, captions.jsonl |
 | llvip   | infrared/ + visible/ [/<split>] | Annotations/*.xml (VOC)      |                         |
 | m3fd    | Ir/ + Vis/                    | labels/*.txt (YOLO) or Annotation(s)/*.xml (VOC) |       |
 | kaist   | .../lwir/ + .../visible/ per video | annotations/<set>/<video>/*.txt (bbGt) | depth/ beside lwir/ |
 
+`masks/<id>.png` (instance maps, pixel k+1 = label row k) and `scenes/<id>.json` (scene
+descriptions with each object's `visible_in`) are ground truth for scoring only.
 Folder names match case-insensitively. A folder that fits no layout gets a DataError that lists
 what it found and suggests the renaming that would make it fit.
 """
@@ -51,6 +53,8 @@ class PairRecord:
     depth: Path | None = None
     labels: Path | None = None
     label_format: str | None = None  # "yolo" | "voc" | "kaist"
+    masks: Path | None = None  # instance map: 8/16-bit PNG, k+1 = the object of label row k
+    scene: Path | None = None  # scene description JSON (synthetic scenes: objects' `visible_in`)
 
 
 @dataclass
@@ -193,9 +197,14 @@ def _scan_generic(base: Path, _split, report: CheckReport) -> Layout:
     kids = _children(base)
     depth = _by_stem(kids.get("depth"), (".png",))
     labels = _by_stem(kids.get("labels"), (".txt",))
+    masks = _by_stem(kids.get("masks"), (".png",))
+    scenes = _by_stem(kids.get("scenes"), (".json",))
     names = _read_classes(base)
     records = [
-        PairRecord(stem, ir, vi, depth.get(stem), labels.get(stem), "yolo" if stem in labels else None)
+        PairRecord(
+            stem, ir, vi, depth.get(stem), labels.get(stem), "yolo" if stem in labels else None,
+            masks.get(stem), scenes.get(stem),
+        )
         for stem, ir, vi in _pairs(ir_dir, vi_dir, report)
     ]
     return Layout(

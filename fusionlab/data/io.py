@@ -147,6 +147,17 @@ def read_depth(path: str | os.PathLike) -> np.ndarray:
     return arr.astype(np.float32) / DEPTH_SCALE
 
 
+def read_instances(path: str | os.PathLike) -> np.ndarray:
+    """Instance map PNG (8/16-bit, one channel; k+1 = the object of label row k, 0 = none) -> int32 [H,W]."""
+    arr, info = read_image(path)
+    if arr.ndim != 2 or info.stored_channels != 1:
+        raise DataError(
+            f"instance mask '{path}' must be a single-channel 8- or 16-bit PNG of object ids "
+            f"(0 = background, k+1 = label row k), found {info.stored_channels} channels"
+        )
+    return arr.astype(np.int32)
+
+
 def _to_array(image) -> np.ndarray:
     """Accept HxW / HxWx3 arrays or [C,H,W] / [1,C,H,W] tensors; floats are taken as [0,1]."""
     if hasattr(image, "detach"):

@@ -18,6 +18,7 @@ class Sample:
     boxes: torch.Tensor | None = None  # [N,5] (class, cx, cy, w, h), normalised to [0,1]
     caption: str | None = None
     meta: dict = field(default_factory=dict)
+    instances: torch.Tensor | None = None  # [1,H,W] int32 instance map: k+1 = label row k, 0 = none (scoring only)
 
     @property
     def size(self) -> tuple[int, int]:

@@ -15,8 +15,10 @@ The two modalities see different things, as real sensors do:
 So fusion has something real to add over either input, and each object records in which
 modality it is measurable (`visible_in`).
 
-Written in the generic layout (`ir/ vi/ depth/ labels/ scenes/ classes.txt captions.jsonl`),
-so every stage reads synthetic and real data through the same code.
+Written in the generic layout (`ir/ vi/ depth/ labels/ masks/ scenes/ classes.txt captions.jsonl`),
+so every stage reads synthetic and real data through the same code. `masks/<id>.png` is the
+instance map (16-bit; pixel value k+1 = the object of label row k, 0 = background), used with
+`visible_in` only for scoring (object contrast retention), never as a model input.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ CLASSES = ["person", "car", "animal", "sign"]
 MAX_DEPTH_M = 120.0  # farther ground counts as "no measurement" (0), like a LiDAR's range
 VISIBLE_CONTRAST = 0.06  # mean object-vs-surround difference that counts as visible
 MARKER = "synth.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: + masks/ (instance maps); every other file as in version 1
 
 # physical sizes (metres): height, width as seen by the camera
 SIZES = {"person": (1.75, 0.55), "car": (1.5, 1.8), "animal": (1.15, 1.4), "sign": (0.75, 0.75)}
@@ -630,7 +632,7 @@ def generate(out_dir, n: int, seed: int, size: tuple[int, int] = (160, 128), pro
 
         iterator = tqdm(iterator, desc="synth", unit="scene")
     with atomic_dir(out) as tmp:
-        for sub in ("ir", "vi", "depth", "labels", "scenes"):
+        for sub in ("ir", "vi", "depth", "labels", "masks", "scenes"):
             (tmp / sub).mkdir()
         captions = []
         for i in iterator:
@@ -641,6 +643,7 @@ def generate(out_dir, n: int, seed: int, size: tuple[int, int] = (160, 128), pro
             (tmp / "vi" / f"{sid}.png").write_bytes(encode_png(r["vi"]))
             depth = np.round(np.clip(r["depth"] * DEPTH_SCALE, 0, 65535)).astype(np.uint16)
             (tmp / "depth" / f"{sid}.png").write_bytes(encode_png(depth))
+            (tmp / "masks" / f"{sid}.png").write_bytes(encode_png(r["instance"].astype(np.uint16)))
             (tmp / "labels" / f"{sid}.txt").write_text(
                 "".join(f"{int(b[0])} {b[1]:.6f} {b[2]:.6f} {b[3]:.6f} {b[4]:.6f}\n" for b in r["boxes"])
             )

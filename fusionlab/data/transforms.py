@@ -1,4 +1,4 @@
-"""Geometric transforms that move every field of a Sample together (images, depth, boxes).
+"""Geometric transforms that move every field of a Sample together (images, depth, masks, boxes).
 
 Random crops and flips for training, and the `crop`/`resize` fixes for partners whose sizes
 disagree, all go through these, so boxes can never drift away from the pixels they describe.
@@ -52,6 +52,7 @@ def crop(sample: Sample, top: int, left: int, h: int, w: int) -> Sample:
         ir=_crop_tensor(sample.ir, top, left, h, w),
         vi=_crop_tensor(sample.vi, top, left, h, w),
         depth=None if sample.depth is None else _crop_tensor(sample.depth, top, left, h, w),
+        instances=None if sample.instances is None else _crop_tensor(sample.instances, top, left, h, w),
         boxes=None if sample.boxes is None else crop_boxes(sample.boxes, size, top, left, (h, w)),
     )
 
@@ -75,14 +76,16 @@ def hflip(sample: Sample) -> Sample:
         ir=sample.ir.flip(-1),
         vi=sample.vi.flip(-1),
         depth=None if sample.depth is None else sample.depth.flip(-1),
+        instances=None if sample.instances is None else sample.instances.flip(-1),
         boxes=boxes,
     )
 
 
 def resize_to(x: torch.Tensor, size: tuple[int, int], *, nearest: bool = False) -> torch.Tensor:
-    """Resize [C,H,W] to (H, W); depth uses nearest so no depth is invented across edges."""
+    """Resize [C,H,W] to (H, W); depth and instance maps use nearest, so no depth or id is invented
+    across edges (integer maps keep their dtype)."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     if nearest:
-        return F.interpolate(x[None], size=size, mode="nearest")[0]
+        return F.interpolate(x[None].float(), size=size, mode="nearest")[0].to(x.dtype)
     return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)

@@ -49,6 +49,9 @@ class PipelineConfig(Section):
     launcher: str | None = None
     wandb: WandbSettings = WandbSettings()
     report: bool = True
+    # Settings sized for a small CPU that the papers would not use (few epochs, small crops, a prior):
+    # the report names them in one line. Not part of any stage's key.
+    cpu_sized: list[str] = []
     stages: list[StageEntry] = Field(min_length=1)
 
 

@@ -1,6 +1,6 @@
 """Stage `scenes`: generate the synthetic night/day road scenes that the default pipeline trains on.
 
-It writes the same on-disk layout the real readers read (ir/, vi/, depth/, labels/, scenes/),
+It writes the same on-disk layout the real readers read (ir/, vi/, depth/, labels/, masks/, scenes/),
 so every later stage runs the same code on synthetic and real data.
 """
 

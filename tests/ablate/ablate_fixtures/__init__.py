@@ -1,0 +1,1 @@
+"""A cheap seeded stage for the ablation tests (the upstream is tests/pipeline's `counter`)."""
