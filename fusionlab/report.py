@@ -485,20 +485,16 @@ def weights_section(stages: list[StageInfo]) -> tuple[str, str, str] | None:
 # --------------------------------------------------------------------------- rendering
 
 
-def _md_table(rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0]),
-                      *["| " + " | ".join(r) + " |" for r in rows[1:]]])
+def _md_table(rows: list[list[str]]) -> str:  # the report's tables are lists of rows, header first
+    from fusionlab.tables import markdown_table
+
+    return markdown_table(rows[0], rows[1:])
 
 
 def _html_table(rows: list[list[str]]) -> str:
-    def cell(text: str, tag: str) -> str:
-        bold = text.startswith("**") and text.endswith("**")
-        inner = html.escape(text.strip("*") if bold else text)
-        return f"<{tag}>{'<b>' + inner + '</b>' if bold else inner}</{tag}>"
+    from fusionlab.tables import html_table
 
-    head = "".join(cell(c, "th") for c in rows[0])
-    body = "".join("<tr>" + "".join(cell(c, "td") for c in r) + "</tr>" for r in rows[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return html_table(rows[0], rows[1:])
 
 
 def section(title: str, rows: list[list[str]] | None = None, notes: list[str] | tuple = (),

@@ -30,8 +30,10 @@ SHARD_GLOB = "shard-*.safetensors"
 
 
 def digest(obj: Any) -> str:
-    """sha256 of a JSON-able object (sorted keys), the unit of every fingerprint here."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """sha256 of a JSON-able object, the unit of every fingerprint here (`artifacts.json_digest`)."""
+    from fusionlab.artifacts import json_digest
+
+    return json_digest(obj)
 
 
 def entry_key(encoder: dict, source: dict) -> str:

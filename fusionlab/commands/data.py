@@ -14,7 +14,12 @@ import time
 from fusionlab.commands import _args
 
 HELP = "check, synthesise and preview IR/VIS datasets"
-FORMATS = ("auto", "generic", "llvip", "m3fd", "kaist")
+
+
+def _formats() -> tuple[str, ...]:
+    from fusionlab.data.formats import FORMATS  # numpy only: the CLI stays fast
+
+    return FORMATS
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -27,7 +32,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", metavar="DIR", help="dataset folder (any supported layout)")
-    p.add_argument("--format", choices=FORMATS, default="auto", help="layout (default: detect)")
+    p.add_argument("--format", choices=("auto", *_formats()), default="auto", help="layout (default: detect)")
     p.add_argument("--split", default=None, help="sub-folder such as train or test, when the layout has one")
     p.add_argument(
         "--on-size-mismatch",

@@ -98,10 +98,9 @@ def detector_config(settings: dict):
 
 
 def _digest(obj) -> str:
-    import hashlib
-    import json
+    from fusionlab.artifacts import json_digest
 
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(obj)[:16]
 
 
 def _batches(dataset, batch_size: int = 16):
@@ -434,24 +433,23 @@ def _pm(s: dict) -> str:
 
 
 def to_markdown(summary: dict, title: str) -> str:
+    from fusionlab.tables import markdown_table
+
     sets = summary["sets"]
     n = max(e["map50"]["n"] for e in sets.values())
     lines = [f"# {title}", "", f"Mean ± std over {n} seed(s); every set trained once per seed on the same split.", "",
-             "| set | mAP@0.5 | mAP@0.5:0.95 | P | R |", "|---|---|---|---|---|"]
-    lines += [f"| **{s}** | " + " | ".join(_pm(e[m]) for m in METRICS) + " |" for s, e in sets.items()]
+             markdown_table(["set", "mAP@0.5", "mAP@0.5:0.95", "P", "R"],
+                            [[f"**{s}**", *(_pm(e[m]) for m in METRICS)] for s, e in sets.items()])]
     if summary["paired"]:
+        rows = [[name, *(_pm(d[m]) + (f" [{d[m]['ci95'][0]:+.3f}, {d[m]['ci95'][1]:+.3f}]" if "ci95" in d[m] else "")
+                         for m in ("map50", "map50_95"))] for name, d in summary["paired"].items()]
         lines += ["", "Paired difference per seed (fused − source), mean ± std [95 % t-interval]:", "",
-                  "| comparison | Δ mAP@0.5 | Δ mAP@0.5:0.95 |", "|---|---|---|"]
-        for name, d in summary["paired"].items():
-            cells = [_pm(d[m]) + (f" [{d[m]['ci95'][0]:+.3f}, {d[m]['ci95'][1]:+.3f}]" if "ci95" in d[m] else "")
-                     for m in ("map50", "map50_95")]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+                  markdown_table(["comparison", "Δ mAP@0.5", "Δ mAP@0.5:0.95"], rows)]
     classes = sorted({c for e in sets.values() for c in e["per_class"]})
     if classes:
-        lines += ["", "Per class, mAP@0.5 (mean ± std):", "", "| set | " + " | ".join(classes) + " |",
-                  "|---|" + "---|" * len(classes)]
-        lines += [f"| {s} | " + " | ".join(_pm(e["per_class"][c]["map50"]) if c in e["per_class"] else "–"
-                                          for c in classes) + " |" for s, e in sets.items()]
+        rows = [[s, *(_pm(e["per_class"][c]["map50"]) if c in e["per_class"] else "–" for c in classes)]
+                for s, e in sets.items()]
+        lines += ["", "Per class, mAP@0.5 (mean ± std):", "", markdown_table(["set", *classes], rows)]
     return "\n".join(lines) + "\n"
 
 

@@ -145,17 +145,6 @@ def _best(values: dict[str, float], lower: bool) -> set[str]:
     return {k for k, v in finite.items() if v == target}
 
 
-def _csv(header, body) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(body)
-    return buf.getvalue()
-
-
 def table_path(prefix: str | Path, name: str) -> Path:
     """`results/run` + `summary.md` -> results/run_summary.md; a prefix ending in '/' is a folder."""
     prefix = str(prefix)
@@ -169,6 +158,8 @@ def write_tables(prefix: str | Path, evaluator: Evaluator, convention: str, miss
     `missing` lists, per method, images that had no fused file; `extra` is stored in summary.json.
     """
     from fusionlab.artifacts import atomic_write_json, atomic_write_text
+    from fusionlab.tables import csv_text as _csv
+    from fusionlab.tables import markdown_table
 
     rows, summary, names = evaluator.rows(), evaluator.summary(), evaluator.columns
     lower = evaluator.lower_is_better
@@ -185,15 +176,16 @@ def write_tables(prefix: str | Path, evaluator: Evaluator, convention: str, miss
     best = {n: _best({m: summary[m]["metrics"][n]["mean"] for m in methods}, n in lower) for n in names}
     header = ["method", "n", *[f"{n} {arrow[n]}" for n in names]]
     md = [f"Convention: {CONVENTION_NOTE[convention]}.", "",
-          "Mean ± std over images; ↑ higher is better, ↓ lower is better; **bold** = best.", "",
-          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+          "Mean ± std over images; ↑ higher is better, ↓ lower is better; **bold** = best.", ""]
+    table = []
     for m in methods:
         cells = []
         for n in names:
             s = summary[m]["metrics"][n]
             cell = f"{_fmt(s['mean'])} ± {_fmt(s['std'])}"
             cells.append(f"**{cell}**" if m in best[n] else cell)
-        md.append(f"| {m} | {summary[m]['n']} | " + " | ".join(cells) + " |")
+        table.append([m, summary[m]["n"], *cells])
+    md.append(markdown_table(header, table))
     nonfinite = [f"- {m}: {n} on {s['nonfinite']} image(s)" for m in methods
                  for n, s in summary[m]["metrics"].items() if s["nonfinite"]]
     if nonfinite:
@@ -222,17 +214,17 @@ def write_tables(prefix: str | Path, evaluator: Evaluator, convention: str, miss
 
     if len(methods) >= 2:
         md = [f"Convention: {CONVENTION_NOTE[convention]}.", "",
-              "Mean over images; **bold** = best per metric (↑ higher / ↓ lower is better).", "",
-              "| metric | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 1)]
-        rows_csv = []
+              "Mean over images; **bold** = best per metric (↑ higher / ↓ lower is better).", ""]
+        rows_csv, table = [], []
         for n in names:
             cells = []
             for m in methods:
                 v = _fmt(summary[m]["metrics"][n]["mean"])
                 cells.append(f"**{v}**" if m in best[n] else v)
-            md.append(f"| {n} {arrow[n]} | " + " | ".join(cells) + " |")
+            table.append([f"{n} {arrow[n]}", *cells])
             rows_csv.append([n, "lower" if n in lower else "higher",
                              *[repr(summary[m]["metrics"][n]["mean"]) for m in methods], ";".join(sorted(best[n]))])
+        md.append(markdown_table(["metric", *methods], table))
         written.append(atomic_write_text(table_path(prefix, "comparison.md"), "\n".join(md) + "\n"))
         written.append(atomic_write_text(table_path(prefix, "comparison.csv"),
                                          _csv(["metric", "better", *methods, "best"], rows_csv)))

@@ -85,9 +85,9 @@ def size_multiple(unet) -> int:
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    return F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate") if ph or pw else x
+    from fusionlab.models.padding import pad_multiple
+
+    return pad_multiple(x, multiple)[0]
 
 
 def epsilon_mse(unet, scheduler, x0: torch.Tensor, noise: torch.Tensor | None = None,

@@ -221,11 +221,9 @@ class DetectionCriterion:
 
 def pad_to_stride(images: torch.Tensor, stride: int = 32) -> torch.Tensor:
     """Pad right/bottom with gray so H and W are multiples of the detector's largest stride."""
-    h, w = images.shape[-2:]
-    ph, pw = (-h) % stride, (-w) % stride
-    if ph or pw:
-        images = torch.nn.functional.pad(images, (0, pw, 0, ph), value=0.5)
-    return images
+    from fusionlab.models.padding import pad_multiple
+
+    return pad_multiple(images, stride, value=0.5)[0]
 
 
 def as_three_channels(images: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,6 @@ seed (same seed, same eval split) and then summarised, so noise the two points s
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -85,17 +83,17 @@ def notes(ablation, command: str) -> list[str]:
 
 
 def to_csv(ablation, summary) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["metric", "point", "settings", "n", "mean", "sd", "ci_low", "ci_high",
-                "diff_n", "diff_mean", "diff_ci_low", "diff_ci_high"])
+    from fusionlab.tables import csv_text
+
+    rows = []
     for m in summary["metrics"]:
         for p in ablation.points:
             s = summary["stats"][m][p.index]
             d = summary["diffs"][m].get(p.index)
             diff = [d["n"], d["mean"], d["low"], d["high"]] if d else ["", "", "", ""]
-            w.writerow([m, f"p{p.index}", p.label, s["n"], s["mean"], s["sd"], s["low"], s["high"], *diff])
-    return buf.getvalue()
+            rows.append([m, f"p{p.index}", p.label, s["n"], s["mean"], s["sd"], s["low"], s["high"], *diff])
+    return csv_text(["metric", "point", "settings", "n", "mean", "sd", "ci_low", "ci_high",
+                     "diff_n", "diff_mean", "diff_ci_low", "diff_ci_high"], rows)
 
 
 def _finite(x):

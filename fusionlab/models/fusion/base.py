@@ -19,11 +19,11 @@ import difflib
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fusionlab.data.colour import rgb_to_y, to_gray
 from fusionlab.errors import ConfigError, PipelineError
+from fusionlab.models.padding import pad_multiple  # re-exported: fusion code pads through it
 
 ARTIFACT_KIND = "fusion"
 _REGISTRY: dict[str, type["FusionNet"]] = {}
@@ -158,21 +158,6 @@ def load_fusion_model(path: str | Path, map_location: str | torch.device = "cpu"
 
 
 # ----------------------------------------------------------------------------- inference helpers
-
-
-def pad_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad [B,C,H,W] on the bottom/right to a multiple of `multiple`; returns (padded, (H, W)).
-
-    Reflection avoids the dark border a zero pad would teach the net; a side too small to
-    reflect falls back to edge replication.
-    """
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    # an ONNX trace must record the padding even when the example size needs none
-    if multiple == 1 or (ph == 0 and pw == 0 and not torch.jit.is_tracing()):
-        return x, (h, w)
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
 
 
 def unpad(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
