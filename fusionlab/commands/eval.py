@@ -44,6 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--strict", action="store_true", help="fail if any fused image is missing")
     parser.add_argument(
+        "--objects",
+        type=Path,
+        metavar="DATASET",
+        help="dataset whose labels / instance masks / scene descriptions give each image's objects (matched by "
+        "name, e.g. a `fusionlab data synth` folder): adds object contrast retention split by which modality sees "
+        "each object (ground truth, used for scoring only)",
+    )
+    parser.add_argument(
         "--threads",
         type=_args.threads,
         default=0,
@@ -86,12 +94,58 @@ def _parse_methods(specs: list[str]) -> dict[str, Path]:
     return methods
 
 
+class _Objects:
+    """The objects of each image from a dataset folder (`--objects`): masks or boxes, and visibility."""
+
+    def __init__(self, dataset, index: dict[str, int]):
+        self.dataset, self.index = dataset, index
+
+    def visibility(self, image_id: str):
+        return self.dataset.visibility(image_id) if image_id in self.index else None
+
+    def batch(self, image_id: str, shape) -> dict:
+        """A one-image batch ({"instances"} and/or {"boxes"}) as the retention metric reads it."""
+        import torch
+
+        from fusionlab.errors import DataError
+
+        if image_id not in self.index:
+            return {}
+        sample = self.dataset[self.index[image_id]]
+        if tuple(sample.size) != tuple(shape):
+            raise DataError(f"--objects: '{image_id}' is {sample.size[1]}x{sample.size[0]} in the dataset but "
+                            f"{shape[1]}x{shape[0]} in --ir; pass the dataset the images came from")
+        out = {}
+        if sample.instances is not None:
+            out["instances"] = sample.instances[None]
+        if sample.boxes is not None:
+            out["boxes"] = torch.cat([torch.zeros(len(sample.boxes), 1), sample.boxes.float()], 1)
+        return out
+
+
+def _objects(root: Path, ids: list[str]) -> _Objects:
+    from fusionlab.data.datasets import open_dataset
+    from fusionlab.errors import DataError
+
+    dataset = open_dataset(root, strict=False)
+    index = {sid: k for k, sid in enumerate(dataset.ids)}
+    if not (dataset.has_boxes or dataset.has_masks):
+        raise DataError(f"--objects '{root}': the dataset has neither labels nor instance masks; pass one that has")
+    shared = sum(i in index for i in ids)
+    if not shared:
+        raise DataError(f"--objects '{root}': none of its pair names matches the --ir images; names must match")
+    if shared < len(ids):
+        print(f"warning: --objects: {len(ids) - shared} of {len(ids)} images are not in '{root}' (no objects scored there)",
+              file=sys.stderr)
+    return _Objects(dataset, index)
+
+
 def main(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
     from fusionlab.errors import DataError
-    from fusionlab.metrics.evaluate import Evaluator, FusionQuality, Scored, table_path, write_tables
+    from fusionlab.metrics.evaluate import Evaluator, FusionQuality, ObjectRetention, Scored, table_path, write_tables
     from fusionlab.metrics.gray import read_gray255
 
     if args.threads:
@@ -120,6 +174,8 @@ def main(args: argparse.Namespace) -> int:
     if args.strict and any(missing.values()):
         raise DataError("fused images are missing (listed above); produce them or drop --strict")
 
+    objects = _objects(args.objects, ids) if args.objects else None
+    retention = ObjectRetention(objects.visibility) if objects is not None else None
     for m in methods:  # every method gets a row, even one without a single fused image
         evaluator.declare(m)
     total = sum(len(ids) - len(missing[m]) for m in methods)
@@ -143,12 +199,16 @@ def main(args: argparse.Namespace) -> int:
                     )
                 gray = [torch.from_numpy(x).double()[None] for x in (a, b, f)]
                 try:
-                    evaluator.update(m, Scored([i], *gray, files=[str(path)]))
+                    item = Scored([i], *gray, files=[str(path)], extra=objects.batch(i, a.shape) if objects else {})
+                    evaluator.update(m, item)
+                    if retention is not None:
+                        retention.update(m, item)
                 except DataError as exc:  # e.g. an image too small for VIF: say which one
                     raise DataError(f"'{path}': {exc}") from None
                 bar.update(1)
 
-    written = write_tables(args.out, evaluator, args.convention, missing)
+    written = write_tables(args.out, evaluator, args.convention, missing,
+                           retention=retention.compute() if retention is not None else None)
     print(table_path(args.out, "summary.md").read_text())
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

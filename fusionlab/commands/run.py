@@ -61,7 +61,7 @@ def main(args) -> int:
     preflight(steps)  # every pretrained part of every stage that will run, before any stage starts
     if args.dry_run:
         return 0
-    rows = run_pipeline(pipeline, specs, steps)
+    rows = run_pipeline(pipeline, specs, steps, pipeline_file=str(path.resolve()))
     notice = notice_block({s.name: read_manifest(s.out_dir) for s in specs})
     print(format_summary(rows) + notice)
     write_summary(run_dir, rows, footer=notice)

@@ -130,6 +130,67 @@ class Evaluator:
         return {c: v["mean"] for c, v in self.summary()[method]["metrics"].items()}
 
 
+class ObjectRetention:
+    """Object contrast retention (`fusionlab.metrics.retention`) of every scored method, by visibility.
+
+    It reads the objects from what the caller passed as `Scored.extra` (a dataset batch: `instances`
+    masks, else `boxes`) and each object's `visible_in` from `visibility(id)`, ground truth used for
+    scoring only. Batches without masks or boxes are skipped, so it is a no-op on plain benchmarks.
+    With `sync=True` compute() reduces across DDP ranks (every rank declares the same methods).
+    """
+
+    def __init__(self, visibility=None, sync: bool = False):
+        self.visibility = visibility
+        self.sync = sync
+        self.metrics: dict = {}
+        self.updated = False
+
+    def declare(self, method: str) -> None:
+        from fusionlab.metrics.retention import ContrastRetention
+
+        if method not in self.metrics:
+            self.metrics[method] = ContrastRetention(sync_on_compute=self.sync)
+
+    def update(self, method: str, item: Scored) -> None:
+        batch = item.extra or {}
+        if batch.get("instances") is None and batch.get("boxes") is None:
+            return
+        self.declare(method)
+        seen = [self.visibility(i) for i in item.ids] if self.visibility is not None else None
+        self.metrics[method].update(item.fused, item.ir, item.vi, instances=batch.get("instances"),
+                                    boxes=batch.get("boxes"), visibility=seen)
+        self.updated = True
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        """{method: {"retention/<group>/<mean|kept|n|excluded>": value}}; {} when nothing had objects."""
+        import torch.distributed as dist
+
+        active = self.updated
+        if self.sync and dist.is_available() and dist.is_initialized():
+            flags = [None] * dist.get_world_size()
+            dist.all_gather_object(flags, active)
+            active = any(flags)
+        if not active:
+            return {}
+        return {method: metric.compute() for method, metric in self.metrics.items()}
+
+
+def retention_markdown(results: dict[str, dict[str, float]]) -> str:
+    """The retention split as a Markdown table: kept share and capped mean per visibility group."""
+    from fusionlab.metrics.retention import KEEP_THRESHOLD, RETENTION_CAP
+    from fusionlab.metrics.visibility import GROUPS
+    from fusionlab.tables import markdown_table
+
+    groups = [g for g in GROUPS if any(f"retention/{g}/n" in r for r in results.values())]
+    header = ["method", *[f"{g} {stat}" for g in groups for stat in ("kept", "mean", "n")]]
+    rows = [[m, *[_fmt(r.get(f"retention/{g}/{stat}", float("nan")), 3) if stat != "n"
+                  else str(int(r.get(f"retention/{g}/n", 0))) for g in groups for stat in ("kept", "mean", "n")]]
+            for m, r in results.items()]
+    return ("Object contrast retention (docs/metrics.md): per object, contrast to its surround in the fused image "
+            f"over that in the modality that sees it; kept = share with retention >= {KEEP_THRESHOLD}, mean capped "
+            f"at {RETENTION_CAP}.\n\n" + markdown_table(header, rows))
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -152,10 +213,11 @@ def table_path(prefix: str | Path, name: str) -> Path:
 
 
 def write_tables(prefix: str | Path, evaluator: Evaluator, convention: str, missing: dict[str, list[str]] | None = None,
-                 extra: dict | None = None) -> list[Path]:
+                 extra: dict | None = None, retention: dict | None = None) -> list[Path]:
     """Write per_image.csv, summary.{md,csv,json} and (for >= 2 methods) comparison.{md,csv}.
 
-    `missing` lists, per method, images that had no fused file; `extra` is stored in summary.json.
+    `missing` lists, per method, images that had no fused file; `extra` is stored in summary.json;
+    `retention` ({method: ObjectRetention results}) adds its table to summary.md and summary.json.
     """
     from fusionlab.artifacts import atomic_write_json, atomic_write_text
     from fusionlab.tables import csv_text as _csv
@@ -193,6 +255,8 @@ def write_tables(prefix: str | Path, evaluator: Evaluator, convention: str, miss
     if any(missing.values()):
         md += ["", "Missing fused images (not scored):"]
         md += [f"- {m}: {len(ids)} missing: {', '.join(ids)}" for m, ids in missing.items() if ids]
+    if retention:
+        md += ["", retention_markdown(retention)]
     written.append(atomic_write_text(table_path(prefix, "summary.md"), "\n".join(md) + "\n"))
 
     body = []
@@ -209,6 +273,7 @@ def write_tables(prefix: str | Path, evaluator: Evaluator, convention: str, miss
         "metrics": list(names),
         "lower_is_better": [n for n in names if n in lower],
         "methods": {m: {**summary[m], "missing": missing.get(m, [])} for m in methods},
+        **({"retention": retention} if retention else {}),
         **(extra or {}),
     }))
 
@@ -286,8 +351,8 @@ def _panel(ir: torch.Tensor, vi: torch.Tensor, fused: torch.Tensor):
 
 
 def score_split(net, loader, fused_dir: str | Path, evaluator: Evaluator, method: str, *, text_fn=None,
-                depth: DepthProbe | None = None, references: bool = True, panels: int = 0,
-                recorded_dir: str | Path | None = None, shard: tuple[int, int] = (0, 1)) -> list:
+                depth: DepthProbe | None = None, objects: ObjectRetention | None = None, references: bool = True,
+                panels: int = 0, recorded_dir: str | Path | None = None, shard: tuple[int, int] = (0, 1)) -> list:
     """Fuse every batch of `loader` with `net`, write `<fused_dir>/<id>.png`, and score exactly the
     written images as `method` (plus the simple references as `ref/<name>`). The per-image table
     names the files under `recorded_dir` (default `fused_dir`; e.g. the final folder when writing
@@ -304,6 +369,8 @@ def score_split(net, loader, fused_dir: str | Path, evaluator: Evaluator, method
     shown = []
     for name in [method, *(f"ref/{r}" for r in REFERENCES if references)]:  # the same order on every rank
         evaluator.declare(name)
+        if objects is not None:
+            objects.declare(name)
     rank, world = shard
     with torch.no_grad():
         for index, batch in enumerate(tqdm(loader, desc="fuse eval split", leave=False, disable=rank != 0)):
@@ -316,10 +383,14 @@ def score_split(net, loader, fused_dir: str | Path, evaluator: Evaluator, method
                 write_image(Path(fused_dir) / f"{sample_id}.png", image)
             files = [str(Path(recorded_dir or fused_dir) / f"{sample_id}.png") for sample_id in batch["id"]]
             ir_gray, vi_gray = to_gray255(batch["ir"]), to_gray255(batch["vi"])
-            evaluator.update(method, Scored(list(batch["id"]), ir_gray, vi_gray, to_gray255(fused), files, batch))
+            scored = {method: Scored(list(batch["id"]), ir_gray, vi_gray, to_gray255(fused), files, batch)}
             if references:
                 for name, ref in reference_fusions(ir_gray, vi_gray).items():
-                    evaluator.update(f"ref/{name}", Scored(list(batch["id"]), ir_gray, vi_gray, ref, None, batch))
+                    scored[f"ref/{name}"] = Scored(list(batch["id"]), ir_gray, vi_gray, ref, None, batch)
+            for name, item in scored.items():
+                evaluator.update(name, item)
+                if objects is not None:
+                    objects.update(name, item)
             if depth is not None:
                 depth.update(batch, fused)
             for i, sample_id in enumerate(batch["id"]):

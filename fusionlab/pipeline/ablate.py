@@ -370,7 +370,7 @@ def reuse_finished(job: Job, selected: list[str], search: list[Path]) -> dict[st
 
     Walks the stages in order with the manifests the job's run dir will hold, so a stage is matched
     only when its upstream is also in place. Returns {stage: source folder} of what was linked."""
-    from fusionlab.pipeline.manifest import read_manifest, stage_key, verify_outputs
+    from fusionlab.pipeline.manifest import read_manifest, verify_outputs
 
     index = finished_index(search)
     index = {k: [d for d in v if d.parent.resolve() != job.run_dir.resolve()] for k, v in index.items()}
@@ -379,7 +379,7 @@ def reuse_finished(job: Job, selected: list[str], search: list[Path]) -> dict[st
     for spec in job.specs:
         if spec.name not in selected or any(d not in here for d in spec.deps):
             continue
-        key = stage_key(spec.type, spec.config_hash, {d: here[d] for d in spec.deps})
+        key = spec.key({d: here[d] for d in spec.deps})
         own = read_manifest(spec.out_dir)
         if own is not None and own.get("key") == key:
             here[spec.name] = own  # the runner verifies its outputs when it plans
@@ -398,7 +398,8 @@ def predict(ablation: Ablation) -> list[list[tuple[str, str]]]:
 
     A stage is identified by its key when its upstream is finished, else by its config and its
     upstream's identities: two jobs whose stages share an identity run it once."""
-    from fusionlab.pipeline.manifest import read_manifest, stable_hash, stage_key, verify_outputs
+    from fusionlab.artifacts import json_digest
+    from fusionlab.pipeline.manifest import read_manifest, verify_outputs
 
     index = finished_index([*ablation.reuse_roots, ablation.out_dir])
     produced: dict[str, str] = {}  # identity -> job that will run it
@@ -412,7 +413,7 @@ def predict(ablation: Ablation) -> list[list[tuple[str, str]]]:
                 continue
             action = ""
             if all(d in real for d in spec.deps):
-                key = stage_key(spec.type, spec.config_hash, {d: real[d] for d in spec.deps})
+                key = spec.key({d: real[d] for d in spec.deps})
                 own = read_manifest(spec.out_dir)
                 if own is not None and own.get("key") == key and verify_outputs(spec.out_dir, own) is None:
                     real[spec.name], action = own, "skip (up to date)"
@@ -423,7 +424,7 @@ def predict(ablation: Ablation) -> list[list[tuple[str, str]]]:
                         real[spec.name], action = read_manifest(src), f"reuse {src}"
                 ident[spec.name] = key if action else ""
             if not action:
-                ident[spec.name] = stable_hash({"type": spec.type, "config": spec.config_hash,
+                ident[spec.name] = json_digest({"type": spec.type, "config": spec.config_hash, "code": spec.code["hash"],
                                                 "upstream": {d: ident[d] for d in spec.deps}})
                 if ident[spec.name] in produced:
                     action = f"reuse from {produced[ident[spec.name]]} (once it has run)"

@@ -166,8 +166,10 @@ def settle(specs: list[StageSpec], echo=print) -> None:
         lock.release()
 
 
-def run_pipeline(pipeline: PipelineConfig, specs: list[StageSpec], steps: list[Step], *, echo=print) -> list[dict]:
-    """Execute the plan under the run-dir lock; returns one summary row per stage."""
+def run_pipeline(pipeline: PipelineConfig, specs: list[StageSpec], steps: list[Step], *,
+                 pipeline_file: str | None = None, echo=print) -> list[dict]:
+    """Execute the plan under the run-dir lock; returns one summary row per stage. `pipeline_file`
+    is recorded in each stage's context (the report reads the pipeline's `cpu_sized` list there)."""
     problem = upstream_missing(steps)
     if problem:
         raise PipelineError(problem)
@@ -186,7 +188,7 @@ def run_pipeline(pipeline: PipelineConfig, specs: list[StageSpec], steps: list[S
                 continue
             echo(f"\n=== stage {spec.name} ({spec.type}): {step.reason}")
             started = time.time()
-            code, attempt, key = _launch(spec, pipeline, group)
+            code, attempt, key = _launch(spec, pipeline, group, pipeline_file)
             man = read_manifest(spec.out_dir)
             if code != 0 or man is None or man.get("key") != key:
                 rows.append(_row(spec, "FAILED", None, time.time() - started))
@@ -212,7 +214,7 @@ def _run_group(run_dir: Path) -> str:
     return group
 
 
-def _launch(spec: StageSpec, pipeline: PipelineConfig, group: str) -> tuple[int, Path, str]:
+def _launch(spec: StageSpec, pipeline: PipelineConfig, group: str, pipeline_file: str | None) -> tuple[int, Path, str]:
     """Run `fusionlab stage` for one stage in a child process, in the stage's staging folder,
     teeing its output to stage.log there; returns (exit code, staging folder, stage key)."""
     upstream, manifests = {}, {}
@@ -234,6 +236,7 @@ def _launch(spec: StageSpec, pipeline: PipelineConfig, group: str) -> tuple[int,
         "upstream": upstream,
         "wandb": pipeline.wandb.model_dump(),
         "group": group,
+        "pipeline": pipeline_file,
     })
     prefix = shlex.split(pipeline.launcher) if pipeline.launcher else [sys.executable]
     cmd = [*prefix, "-m", "fusionlab", "stage", str(cfg_file), "--out", str(spec.out_dir),

@@ -253,24 +253,36 @@ def evaluate(cfg: Config, ctx: StageContext, module: FusionTraining, net, datamo
 
     from fusionlab.artifacts import atomic_dir
     from fusionlab.errors import PipelineError
-    from fusionlab.metrics.evaluate import DepthProbe, Evaluator, FusionQuality, score_split, write_tables
+    from fusionlab.metrics.evaluate import (
+        DepthProbe,
+        Evaluator,
+        FusionQuality,
+        ObjectRetention,
+        score_split,
+        write_tables,
+    )
 
     rank, world = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
     evaluator = Evaluator([FusionQuality(cfg.eval.metrics, cfg.eval.convention)], sync=sharded)
     depth = DepthProbe(cfg.inputs.depth_ir, cfg.inputs.depth_vis, sync=sharded)
+    loader = datamodule.eval_dataloader()
+    # which modality sees each object (synthetic scenes): ground truth, for scoring only
+    objects = ObjectRetention(getattr(loader.dataset, "visibility", None), sync=sharded)
     staging = atomic_dir(ctx.output("fused")) if rank == 0 else None
     folder = [str(staging.__enter__()) if staging is not None else None]
     try:
         if sharded:
             dist.broadcast_object_list(folder, src=0)  # every rank writes into rank 0's staging folder
-        panels = score_split(net, datamodule.eval_dataloader(), folder[0], evaluator, cfg.preset,
+        panels = score_split(net, loader, folder[0], evaluator, cfg.preset,
                              text_fn=module.text_for if module.cache is not None else None, depth=depth,
+                             objects=objects,
                              panels=cfg.eval.panels if rank == 0 else 0, recorded_dir=ctx.output("fused"),
                              shard=(rank, world))
         if sharded:
             dist.barrier()
         evaluator.reduce()  # collective under DDP, like depth.compute()
         depth_scores = depth.compute()
+        retention = objects.compute()
         if evaluator.summary()[cfg.preset]["n"] == 0:
             raise PipelineError("the eval split is empty: nothing to fuse")
     except BaseException as exc:
@@ -280,7 +292,8 @@ def evaluate(cfg: Config, ctx: StageContext, module: FusionTraining, net, datamo
     if staging is not None:
         staging.__exit__(None, None, None)
         with atomic_dir(ctx.output("eval")) as eval_dir:
-            write_tables(f"{eval_dir}/", evaluator, cfg.eval.convention, extra={"preset": cfg.preset, "depth": depth_scores})
+            write_tables(f"{eval_dir}/", evaluator, cfg.eval.convention, extra={"preset": cfg.preset, "depth": depth_scores},
+                         retention=retention)
     means = {m: evaluator.means(m) for m in evaluator.methods}
     run_ = ctx.wandb_run()
     if run_ is not None:
@@ -291,4 +304,7 @@ def evaluate(cfg: Config, ctx: StageContext, module: FusionTraining, net, datamo
     scores = {f"eval/{k}": v for k, v in means[cfg.preset].items()}
     scores.update({f"{m}/{k}": v for m in evaluator.methods if m != cfg.preset for k, v in means[m].items()})
     scores.update(depth_scores)
+    for method, values in retention.items():  # retention/<group>/<stat> for the net, ref/<name>/retention/... beside
+        prefix = "" if method == cfg.preset else f"{method}/"
+        scores.update({f"{prefix}{k}": v for k, v in values.items()})
     return scores

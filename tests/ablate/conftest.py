@@ -14,7 +14,6 @@ PIPELINE_TESTS = HERE.parent / "pipeline"  # its fixture_stages.counter is the u
 @pytest.fixture
 def ablate_env(monkeypatch, tmp_path):
     """`train` (a Lightning regression) -> `score` (seeded); returns the pipeline YAML. Runs in tmp_path."""
-    from fusionlab.pipeline import manifest
 
     paths = [str(HERE), str(PIPELINE_TESTS)]
     for p in paths:
@@ -22,7 +21,6 @@ def ablate_env(monkeypatch, tmp_path):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("FUSIONLAB_CODE_VERSION", "tests")  # edits elsewhere in the checkout must not rerun stages
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    manifest.code_hash.cache_clear()
     (tmp_path / "score.yaml").write_text("stage: ablate_fixtures.scored\nmodel_dir: ${train.outputs.model}\n")
     (tmp_path / "pipeline.yaml").write_text(
         "run_dir: r\nwandb: {enabled: false}\nreport: false\nstages:\n"
@@ -32,4 +30,3 @@ def ablate_env(monkeypatch, tmp_path):
     )
     monkeypatch.chdir(tmp_path)
     yield tmp_path / "pipeline.yaml"
-    manifest.code_hash.cache_clear()

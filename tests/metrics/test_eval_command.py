@@ -133,3 +133,31 @@ def test_eval_skips_hidden_files_and_names_an_image_too_small_for_vif(folders, c
     proc = cli_inproc("eval", "--ir", str(small / "ir"), "--vi", str(small / "vi"), "--fused", f"f={small / 'f'}",
                       "--metrics", "VIF", "--out", str(small / "v"), check=False)
     assert proc.returncode == 2 and "tiny.png" in proc.stderr and "VIF needs images of at least 41x41" in proc.stderr
+
+
+def test_eval_objects_adds_the_retention_split(tmp_path, cli_inproc):
+    """`--objects` on generated scenes: a copy of IR as the fused image keeps every IR-only object
+    and loses most VIS-only ones; a copy of VIS is the mirror case. Both land in the tables."""
+    from fusionlab.data.synth import generate
+
+    root = generate(tmp_path / "scenes", 8, seed=3)
+    out = tmp_path / "res" / "eval"
+    cli_inproc("eval", "--ir", str(root / "ir"), "--vi", str(root / "vi"), "--fused", f"ir={root / 'ir'}",
+               f"vis={root / 'vi'}", "--metrics", "EN", "SD", "--objects", str(root), "--out", str(out))
+    summary = json.loads((tmp_path / "res" / "eval_summary.json").read_text())
+    ir, vis = summary["retention"]["ir"], summary["retention"]["vis"]
+    assert ir["retention/ir_only/n"] > 0 and ir["retention/vis_only/n"] > 0
+    assert ir["retention/ir_only/kept"] == 1.0 and ir["retention/vis_only/kept"] <= 0.35
+    assert vis["retention/vis_only/kept"] == 1.0 and vis["retention/ir_only/kept"] <= 0.35
+    md = (tmp_path / "res" / "eval_summary.md").read_text()
+    assert "Object contrast retention" in md and "ir_only kept" in md
+
+
+def test_eval_objects_needs_a_dataset_with_objects(folders, cli_inproc):
+    (folders / "plain").mkdir()
+    for d in ("ir", "vi"):
+        (folders / "plain" / d).symlink_to(folders / d)
+    res = cli_inproc("eval", "--ir", str(folders / "ir"), "--vi", str(folders / "vi"), "--fused", str(folders / "good"),
+                     "--objects", str(folders / "plain"), "--out", str(folders / "x"), check=False)
+    assert res.returncode == 2 and "--objects" in res.stderr and "neither labels nor instance masks" in res.stderr
+    assert not list(folders.glob("x_*"))  # refused before any table was written

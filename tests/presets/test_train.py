@@ -50,6 +50,12 @@ def test_preset_trains_and_evaluates(preset, stage_config, context):
     # the frozen depth nets are probed on IR, VIS and fused inputs against the synthetic depth
     for source in ("ir", "vis", "fused-ir-net", "fused-vis-net"):
         assert metrics[f"depth/{source}/AbsRel"] > 0, source
+    # the scenes' masks and visible_in give the retention split, for the net and every reference
+    assert metrics["retention/all/n"] > 0 and 0 <= metrics["retention/all/kept"] <= 1
+    assert set(table["retention"]) == set(table["methods"])
+    if metrics["ref/ir/retention/ir_only/n"]:
+        assert metrics["ref/ir/retention/ir_only/kept"] == 1.0  # a copy of IR keeps what IR sees
+    assert "Object contrast retention" in (eval_dir / "summary.md").read_text()
 
     net = load_fusion_model(context.out_dir / "fusion")
     assert net.needs_text == (preset in ("ldnf", "text2pixels", "tgif"))
