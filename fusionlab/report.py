@@ -248,11 +248,11 @@ def retention_note(stages: list[StageInfo]) -> str:
             "EN, SD, SF, AG need no reference image." + (f" Objects scored: {what}." if what else ""))
 
 
-def _spread(metrics: dict, key: str) -> str:
+def _spread(metrics: dict, key: str, seeds_key: str | None = None) -> str:
     """`value`, or `mean ± 95 % interval (n seeds)` when the manifest lists per-seed values."""
     from fusionlab.metrics.intervals import format_interval, mean_interval
 
-    seeds = metrics.get(f"{key}/seeds")
+    seeds = metrics.get(seeds_key or f"{key}/seeds")
     if isinstance(seeds, list) and seeds:
         stats = mean_interval(v for v in seeds if isinstance(v, (int, float)))
         return f"{format_interval(stats, 3)} ({stats['n']} seeds)"
@@ -269,7 +269,8 @@ def visibility_detection_table(stages: list[StageInfo]) -> list[list[str]] | Non
         groups = [(g, label) for g, label in RETENTION_GROUPS if any(f"recall_split/{n}/{g}" in m for n in sets)]
         table = [["image set", "mAP@0.5", *[f"recall {label}" for _, label in groups]]]
         for name in sets:
-            table.append([name, _spread(m, f"map50/{name}"), *[_spread(m, f"recall_split/{name}/{g}") for g, _ in groups]])
+            table.append([name, _spread(m, f"map50/{name}", f"map50_seeds/{name}"),
+                          *[_spread(m, f"recall_split/{name}/{g}") for g, _ in groups]])
         return table
     return None
 

@@ -138,7 +138,10 @@ def main(args: argparse.Namespace) -> int:
             "val_fraction": args.val_fraction, "train_ids": list(splits["train"].ids),
             "val_ids": list(splits["val"].ids), "seeds": cfg.seeds, "protocol": cfg.settings(),
             "detector_init": "random (no pretrained weights)" if cfg.pretrained is None else cfg.pretrained}
-    paths = proto.write_tables(results, out, meta)
+    predictions = {s: {seed: proto.load_predictions(out / "protocol", s, seed) for seed in by_seed}
+                   for s, by_seed in results.items()}
+    recall = proto.visibility_recall(predictions, splits["val"])  # where the labels record visible_in
+    paths = proto.write_tables(results, out, meta, recall=recall)
     print(paths["map.md"].read_text())
     print(f"wrote {', '.join(str(p) for p in paths.values())} and {out / 'protocol'}/<set>/seed<k>/")
     return 0

@@ -391,6 +391,74 @@ def load_predictions(protocol_dir: str | os.PathLike, set_name: str, seed: int) 
     return json.loads((Path(protocol_dir) / set_name / f"seed{seed}" / "predictions.json").read_text())
 
 
+def _xyxy(rows: torch.Tensor) -> torch.Tensor:
+    cx, cy, w, h = rows.unbind(1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+
+
+def visibility_recall(predictions: dict[str, dict[int, dict[str, list]]], val_set) -> dict[str, dict[str, dict]]:
+    """Recall on the objects only IR sees, only VIS sees and both see (`fusionlab.metrics.visibility`),
+    per image set and seed, from the units' val predictions and the val split's labels.
+
+    predictions: {set: {seed: load_predictions(...)}}; val_set: the PairDataset of the val split
+    (its labels are the targets, its `visibility(id)` the ground-truth `visible_in`, scoring only).
+    Returns {set: {group: {"recall": mean over seeds, "per_seed": [...], "n": objects}}}; {} when
+    the split records no visibility. Boxes compare in normalised coordinates (IoU does not change
+    under a per-axis scale).
+    """
+    from fusionlab.metrics.visibility import split_recall
+
+    ids = list(val_set.ids)
+    seen = [val_set.visibility(i) for i in ids]
+    if all(v is None for v in seen):
+        return {}
+    targets = []
+    for k in range(len(ids)):
+        boxes = val_set[k].boxes
+        boxes = torch.zeros(0, 5) if boxes is None else boxes.double()
+        targets.append(torch.cat([boxes[:, :1], _xyxy(boxes[:, 1:5])], 1))
+    out: dict[str, dict[str, dict]] = {}
+    for set_name, by_seed in predictions.items():
+        per_group: dict[str, dict] = {}
+        for _seed, preds in by_seed.items():
+            rows = [torch.tensor(preds.get(i, []), dtype=torch.float64).reshape(-1, 6) for i in ids]
+            # [class, cx, cy, w, h, conf] -> [x1, y1, x2, y2, conf, class]
+            pred = [torch.cat([_xyxy(r[:, 1:5]), r[:, 5:6], r[:, :1]], 1) for r in rows]
+            for group, row in split_recall(pred, targets, seen).items():
+                entry = per_group.setdefault(group, {"per_seed": [], "n": row["n"]})
+                entry["per_seed"].append(row["recall"])
+        for entry in per_group.values():
+            finite = [v for v in entry["per_seed"] if math.isfinite(v)]
+            entry["recall"] = sum(finite) / len(finite) if finite else float("nan")
+        out[set_name] = per_group
+    return out
+
+
+def recall_metrics(recall: dict[str, dict[str, dict]]) -> dict:
+    """Manifest keys: `recall_split/<set>/<group>` (mean over seeds), `.../seeds` (per seed), and
+    `recall_split/n/<group>` (objects of the group in the val split)."""
+    out: dict[str, Any] = {}
+    for set_name, groups in recall.items():
+        for group, e in groups.items():
+            out[f"recall_split/{set_name}/{group}"] = round(e["recall"], 4) if math.isfinite(e["recall"]) else None
+            out[f"recall_split/{set_name}/{group}/seeds"] = [round(v, 4) if math.isfinite(v) else None
+                                                              for v in e["per_seed"]]
+            out[f"recall_split/n/{group}"] = e["n"]
+    return out
+
+
+def recall_markdown(recall: dict[str, dict[str, dict]]) -> str:
+    from fusionlab.metrics.visibility import GROUPS
+    from fusionlab.tables import markdown_table
+
+    groups = [g for g in GROUPS if any(g in r for r in recall.values())]
+    n = {g: next(r[g]["n"] for r in recall.values() if g in r) for g in groups}
+    rows = [[s, *(_pm(_stats([v for v in r[g]["per_seed"] if math.isfinite(v)] or [float("nan")])) if g in r else "–"
+                  for g in groups)] for s, r in recall.items()]
+    return ("Recall by which modality sees the object (IoU >= 0.5, same class, confidence >= 0.25; "
+            "mean ± std over seeds):\n\n" + markdown_table(["set", *(f"{g} (n={n[g]})" for g in groups)], rows))
+
+
 # --------------------------------------------------------------------------- seeds: mean ± std, paired differences
 
 
@@ -471,8 +539,9 @@ def to_csv(results: dict[str, dict[int, dict]]) -> str:
 
 
 def write_tables(results: dict[str, dict[int, dict]], out_dir: str | os.PathLike, meta: dict | None = None,
-                 title: str = "Detection protocol") -> dict[str, Path]:
-    """map.json (per-seed results, summary, meta), map.csv and map.md, atomically, into `out_dir`."""
+                 title: str = "Detection protocol", recall: dict | None = None) -> dict[str, Path]:
+    """map.json (per-seed results, summary, meta, visibility-split recall), map.csv and map.md,
+    atomically, into `out_dir`."""
     from fusionlab.artifacts import atomic_write_json, atomic_write_text
 
     out_dir = Path(out_dir)
@@ -480,9 +549,11 @@ def write_tables(results: dict[str, dict[int, dict]], out_dir: str | os.PathLike
     paths = {"map.json": out_dir / "map.json", "map.csv": out_dir / "map.csv", "map.md": out_dir / "map.md"}
     atomic_write_json(paths["map.json"], {"sets": list(results), "results": {s: {str(k): v for k, v in r.items()}
                                                                              for s, r in results.items()},
-                                          "summary": summary, **({"meta": meta} if meta else {})})
+                                          "summary": summary, **({"meta": meta} if meta else {}),
+                                          **({"recall_split": recall} if recall else {})})
     atomic_write_text(paths["map.csv"], to_csv(results))
-    atomic_write_text(paths["map.md"], to_markdown(summary, title))
+    md = to_markdown(summary, title)
+    atomic_write_text(paths["map.md"], md + ("\n" + recall_markdown(recall) + "\n" if recall else ""))
     return paths
 
 

@@ -81,14 +81,3 @@ def split_recall(predictions, targets, visibility, *, conf: float = CONF_THRESHO
     groups = GROUPS if known else ("all",)
     return {g: {"recall": found_in[g] / n_in[g] if n_in[g] else float("nan"), "found": found_in[g], "n": n_in[g]}
             for g in groups}
-
-
-def recall_split_metrics(results: dict[str, dict[str, dict]]) -> dict[str, float]:
-    """Manifest keys from `{image_set: split_recall(...)}`: `recall_split/<set>/<group>` (recall)
-    and `recall_split/n/<group>` (objects in the group, the same for every set of one split)."""
-    out: dict[str, float] = {}
-    for image_set, groups in results.items():
-        for group, row in groups.items():
-            out[f"recall_split/{image_set}/{group}"] = row["recall"]
-            out[f"recall_split/n/{group}"] = row["n"]
-    return out

@@ -252,7 +252,11 @@ def run(cfg: Config, ctx: StageContext) -> dict:
             "protocol": settings, "stage_detector_on_bilevel": stage_detector,
             "detector_init": "random (no pretrained weights)" if random_init else settings["pretrained"]}
     summary = proto.summarize(results)
-    proto.write_tables(results, ctx.out_dir, meta, title=f"Stage 5 detection protocol (mode: {cfg.mode})")
+    predictions = {s: {seed: proto.load_predictions(ctx.output("protocol"), s, seed) for seed in by_seed}
+                   for s, by_seed in results.items()}
+    recall = proto.visibility_recall(predictions, dm.val_set)  # by which modality sees each object
+    proto.write_tables(results, ctx.out_dir, meta, title=f"Stage 5 detection protocol (mode: {cfg.mode})",
+                       recall=recall)
 
     # --- predicted boxes on bilevel-fused val images (the protocol's first-seed bilevel detector)
     n = min(cfg.panel_images, len(dm.val_set))
@@ -271,6 +275,7 @@ def run(cfg: Config, ctx: StageContext) -> dict:
     if cfg.mode == "bilevel":
         metrics.update({"hypergrad": cfg.optim.hypergrad, "lower_steps": cfg.optim.lower_steps})
     metrics.update(proto.manifest_metrics(summary))
+    metrics.update(proto.recall_metrics(recall))
     metrics["map50/stage_detector"] = round(stage_detector["map50"], 4)
     metrics["map50_95/stage_detector"] = round(stage_detector["map50_95"], 4)
     metrics.update({f"{cfg.mode}/{k}_last": round(v, 4) for k, v in module.last_logs.items()})

@@ -55,6 +55,10 @@ def test_detect_eval_trains_every_set_and_seed_through_ultralytics(tmp_path, tin
     md = (out / "map.md").read_text()
     for s in sets:
         assert f"| **{s}** |" in md
+    # the generated labels record visible_in: recall split by visibility, per set and seed
+    recall = result["recall_split"]
+    assert set(recall) == set(sets) and all(len(recall[s]["all"]["per_seed"]) == 2 for s in sets)
+    assert {"ir_only", "vis_only", "both"} <= set(recall["ir"]) and "Recall by which modality" in md
     rows = (out / "map.csv").read_text().splitlines()
     assert rows[0] == "set,seed,class,images,instances,precision,recall,map50,map50_95"
     assert {(r.split(",")[0], r.split(",")[1]) for r in rows[1:]} == {(s, k) for s in sets for k in ("0", "1")}
@@ -133,3 +137,38 @@ def test_detect_eval_fused_images_of_another_size_are_refused(tmp_path, tiny_dat
     rc = main(["detect-eval", "--labels", str(tiny_dataset), "--fused", f"s={tmp_path / 'small'}",
                "--out", str(tmp_path / "o")])
     assert rc == 2 and not (tmp_path / "o").exists()
+
+
+def test_visibility_recall_of_a_detector_that_finds_only_what_ir_sees():
+    """Hand-made split: predictions equal to the IR-only targets give recall 1 there and 0 for VIS-only."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from fusionlab.detection.protocol import recall_metrics, visibility_recall
+
+    ir_only, vis_only, both = {"ir": True, "vi": False}, {"ir": False, "vi": True}, {"ir": True, "vi": True}
+    labels = {"a": [[0, 0.2, 0.2, 0.1, 0.1], [1, 0.7, 0.7, 0.2, 0.2]], "b": [[0, 0.5, 0.5, 0.2, 0.3]]}
+    seen = {"a": [ir_only, vis_only], "b": [both]}
+
+    class Split:
+        ids = ["a", "b"]
+
+        def __getitem__(self, k):
+            return SimpleNamespace(boxes=torch.tensor(labels[self.ids[k]]))
+
+        def visibility(self, sid):
+            return seen[sid]
+
+    found_ir = {"a": [[0, 0.2, 0.2, 0.1, 0.1, 0.9]], "b": [[0, 0.5, 0.5, 0.2, 0.3, 0.8]]}
+    nothing = {"a": [[1, 0.7, 0.7, 0.2, 0.2, 0.1]], "b": []}  # below the 0.25 confidence: not found
+    out = visibility_recall({"ir": {0: found_ir, 1: found_ir}, "none": {0: nothing}}, Split())
+    assert out["ir"]["ir_only"]["recall"] == 1.0 and out["ir"]["vis_only"]["recall"] == 0.0
+    assert out["ir"]["both"]["recall"] == 1.0 and out["ir"]["all"]["recall"] == pytest.approx(2 / 3)
+    assert out["ir"]["all"]["per_seed"] == [pytest.approx(2 / 3)] * 2 and out["none"]["all"]["recall"] == 0.0
+    keys = recall_metrics(out)
+    assert keys["recall_split/n/ir_only"] == 1 and keys["recall_split/ir/vis_only"] == 0.0
+    assert keys["recall_split/ir/all/seeds"] == [0.6667, 0.6667]
+
+    seen = {"a": None, "b": None}  # a dataset without visible_in: no split
+    assert visibility_recall({"ir": {0: found_ir}}, Split()) == {}

@@ -76,6 +76,11 @@ def test_tiny_stage5_run_offline(reference):
         assert (out / name).exists(), name
     results = json.loads((out / "map.json").read_text())
     assert results["sets"] == list(detect.SETS)
+    # recall split by which modality sees each object (the scenes' visible_in, scoring only)
+    assert metrics["recall_split/n/all"] > 0 and set(results["recall_split"]) == set(detect.SETS)
+    for s in detect.SETS:
+        assert 0 <= metrics[f"recall_split/{s}/all"] <= 1 and len(metrics[f"recall_split/{s}/all/seeds"]) == 1
+    assert "Recall by which modality" in (out / "map.md").read_text()
     for s in detect.SETS:  # the manifest's mean is the mean of the per-seed results of map.json
         per_seed = [r["map50"] for r in results["results"][s].values()]
         assert metrics[f"map50/{s}"] == pytest.approx(sum(per_seed) / len(per_seed), abs=1e-4)
