@@ -4,7 +4,7 @@ A `.pt` from ultralytics is a pickle, and unpickling runs code. fusionlab refuse
 run time (`refuse_pickle`). `fusionlab weights import yolov8n.pt --trust` reads it once, with
 ultralytics' restricted loader (`torch.load(weights_only=True)` plus an allow-list of its model
 classes), and writes `<weights cache>/yolov8n/` in the detector folder format: model.safetensors
-+ config.json + model.yaml, and `imported.json` (the checkpoint's sha256, for the provenance
++ config.json (the ultralytics model dict, classes, thresholds), and `imported.json` (the checkpoint's sha256, for the provenance
 record). `detector.pretrained: yolov8n` then finds that folder; every later load is safetensors.
 A detector built for other classes takes the tensors whose names and shapes match
 (`load_matching`: backbone and neck; the class head starts fresh).

@@ -32,7 +32,7 @@ FUSION = {
     "depth/fused-vis-net/AbsRel": 3.67,
 }
 DETECT = {
-    "map50/ir": 0.39, "map50/ir/seeds": [0.35, 0.39, 0.43], "map50/fused": 0.31,
+    "map50/ir": 0.39, "map50_seeds/ir": [0.35, 0.39, 0.43], "map50/fused": 0.31,
     "recall_split/ir/ir_only": 0.6, "recall_split/ir/ir_only/seeds": [0.5, 0.6, 0.7],
     "recall_split/ir/vis_only": 0.05, "recall_split/fused/ir_only": 0.55, "recall_split/fused/vis_only": 0.2,
     "recall_split/n/ir_only": 40, "recall_split/n/vis_only": 12,

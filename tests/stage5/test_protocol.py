@@ -12,12 +12,12 @@ import yaml
 
 def test_detect_eval_trains_every_set_and_seed_through_ultralytics(tmp_path, tiny_dataset, socket_guard, capsys,
                                                                   monkeypatch):
+    from pathlib import Path
+
     import numpy as np
 
     from fusionlab.cli import main
     from fusionlab.data.io import read_vi, write_image
-
-    from pathlib import Path
 
     unpickled = []  # no pickle may be loaded on this path (ultralytics' .pt checkpoints and label caches)
     real_np_load, real_torch_load = np.load, torch.load

@@ -129,7 +129,6 @@ def test_sigkill_in_bilevel_and_in_protocol_resumes_to_the_same_result(reference
     from safetensors.torch import load_file
 
     from fusionlab.pipeline.stage_process import run_stage
-
     from fusionlab.pipeline.staging import staging_dir
 
     config, out = reference["config"], tmp_path / "detect"
