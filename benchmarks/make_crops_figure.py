@@ -1,7 +1,11 @@
-"""Figure of RoadScene test crops: IR | VIS | SeAFusion | ours, one row per image.
+"""Figure of RoadScene test crops: IR | VIS | SeAFusion | each method, one row per image.
+
+It only arranges fused images that `fusionlab run` wrote (no numbers come from here):
 
     .venv/bin/python benchmarks/make_crops_figure.py --ours runs/roadscene-ship/fusion/fused \
         --out docs/img/roadscene_crops.png
+    .venv/bin/python benchmarks/make_crops_figure.py --method baseline=runs/rs-baseline/fusion/fused \
+        --method tgif=runs/rs-tgif/fusion/fused --out docs/img/roadscene_presets.png
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ CROPS = (
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ours", required=True, help="folder of our fused PNGs (roadscene test)")
+    p.add_argument("--ours", help="folder of our fused PNGs (roadscene test), titled 'ours (baseline)'")
+    p.add_argument("--method", action="append", default=[], metavar="NAME=DIR",
+                   help="a titled column of fused PNGs (repeatable)")
     p.add_argument("--out", default="docs/img/roadscene_crops.png")
     p.add_argument("--data", default=str(SHARED / "datasets" / "roadscene" / "test"))
     p.add_argument("--seafusion", default=str(SHARED / "reference" / "roadscene-test" / "seafusion"))
@@ -34,16 +40,20 @@ def main() -> None:
             raise SystemExit(f"no image '{stem}.*' in {folder}")
         return hits[0]
 
-    titles = ("IR", "VIS", "SeAFusion", "ours (baseline)")
+    methods = [tuple(m.split("=", 1)) for m in args.method] + ([("ours (baseline)", args.ours)] if args.ours else [])
+    if not methods or any(len(m) != 2 for m in methods):
+        raise SystemExit("pass --ours DIR or --method NAME=DIR (repeatable)")
+    titles = ("IR", "VIS", "SeAFusion", *(name for name, _ in methods))
     rows = []
     for stem, x, y, w, h in CROPS:
         tiles = []
-        for folder in (Path(args.data) / "ir", Path(args.data) / "vi", args.seafusion, args.ours):
+        for folder in (Path(args.data) / "ir", Path(args.data) / "vi", args.seafusion, *(d for _, d in methods)):
             im = Image.open(find(str(folder), stem)).convert("RGB")
             tiles.append(im.crop((x, y, min(x + w, im.width), min(y + h, im.height))).resize((w, h)))
         rows.append(tiles)
     w, h, pad, head = CROPS[0][3], CROPS[0][4], 4, 18
-    canvas = Image.new("RGB", (4 * w + 5 * pad, head + len(rows) * (h + pad) + pad), "white")
+    cols = len(titles)
+    canvas = Image.new("RGB", (cols * w + (cols + 1) * pad, head + len(rows) * (h + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
     for c, title in enumerate(titles):
         draw.text((pad + c * (w + pad) + 4, 3), title, fill="black")
