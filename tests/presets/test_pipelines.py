@@ -49,3 +49,16 @@ def test_one_override_sets_cpu_threads_for_every_stage_of_the_demo():
         assert spec.resolved["cpu_threads"] == 1
         load_stage_module(spec.type).Config.model_validate(
             {**spec.resolved, **{k: "/x" for k, v in spec.resolved.items() if isinstance(v, str) and "${" in v}})
+
+
+@pytest.mark.parametrize("preset", ["tgif", "text2pixels", "ldfusion", "ldnf"])
+def test_text_pipelines_take_every_text_preset(preset):
+    """`fusion.preset=<name>` on the RoadScene text pipelines loads for each text-using preset (the
+    commands of docs/results.md's five-preset table)."""
+    from fusionlab.pipeline.spec import load_pipeline
+
+    name = "roadscene-ldnf" if preset == "ldnf" else "roadscene-text"
+    _, specs = load_pipeline(REPO / "stages" / f"{name}.yaml", [f"fusion.preset={preset}"])
+    fusion = next(s for s in specs if s.type == "fusion")
+    assert fusion.resolved["preset"] == preset and set(fusion.resolved["loss"]) == {preset}
+    assert [s.type for s in specs][0] == "captions"  # the captions come from a captions stage over RoadScene
