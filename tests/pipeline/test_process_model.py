@@ -16,6 +16,7 @@ from fusionlab.errors import PipelineError
 from fusionlab.pipeline.lock import RunLock
 
 
+@pytest.mark.slow  # ~55 s; a SIGKILL and exact resume run fast in tests/stage5/test_stage.py, the stale lock below
 def test_sigkill_leaves_no_manifest_and_rerun_resumes(cli, pipeline_env):
     """Kill the whole run mid-stage; the rerun continues from the last checkpoint, not from step 0."""
     pipe = str(pipeline_env / "pipeline.yaml")

@@ -12,7 +12,7 @@ def manifest(run_dir: Path, stage: str) -> dict:
     return json.loads((run_dir / stage / "manifest.json").read_text())
 
 
-def test_unchanged_stages_are_skipped(cli, pipeline_env):
+def test_unchanged_stages_are_skipped(cli, cli_inproc, pipeline_env):
     cli("run", str(pipeline_env / "pipeline.yaml"), "run_dir=r")
     first = {s: manifest(Path("r"), s) for s in ("train", "consume")}
     assert first["train"]["metrics"]["global_step"] == 16
@@ -22,12 +22,24 @@ def test_unchanged_stages_are_skipped(cli, pipeline_env):
         assert key in first["train"], key
     assert set(first["train"]["outputs"]) == {"model/config.json", "model/model.safetensors"}
 
-    out = cli("run", str(pipeline_env / "pipeline.yaml"), "run_dir=r").stdout
+    out = cli_inproc("run", str(pipeline_env / "pipeline.yaml"), "run_dir=r").stdout  # skips start no process
     assert "skip  train" in out and "skip  consume" in out
     assert "| train | skipped |" in out
     assert manifest(Path("r"), "train")["finished_at"] == first["train"]["finished_at"]
 
 
+def test_config_change_plans_a_rerun_of_that_stage_and_downstream(cli, cli_inproc, pipeline_env):
+    """The plan for a changed key (the fast half of the next test; the rerun itself is the slow half,
+    and test_staging.py reruns a stage for real)."""
+    pipe = str(pipeline_env / "pipeline.yaml")
+    cli("run", pipe, "run_dir=r")
+    out = cli_inproc("run", pipe, "run_dir=r", "consume.scale=2.0", "--dry-run").stdout
+    assert "skip  train" in out and "run   consume  config changed (scale)" in out
+    out = cli_inproc("run", pipe, "run_dir=r", "train.n_samples=32", "--dry-run").stdout
+    assert "run   train    config changed (n_samples)" in out and "run   consume  upstream train reruns" in out
+
+
+@pytest.mark.slow  # three real pipeline runs (~70 s); the plan is checked fast above
 def test_config_change_reruns_that_stage_and_downstream(cli, pipeline_env):
     pipe = str(pipeline_env / "pipeline.yaml")
     cli("run", pipe, "run_dir=r")
