@@ -187,6 +187,7 @@ def main(args: argparse.Namespace) -> int:
                     f"'{ir[i]}' is {a.shape[1]}x{a.shape[0]} but '{vi[i]}' is {b.shape[1]}x{b.shape[0]} "
                     "(WxH); the sources of a pair must be the same size"
                 )
+            extra = objects.batch(i, a.shape) if objects else {}  # read once per image, shared by every method
             for m in methods:
                 if i not in fused[m]:
                     continue
@@ -199,7 +200,7 @@ def main(args: argparse.Namespace) -> int:
                     )
                 gray = [torch.from_numpy(x).double()[None] for x in (a, b, f)]
                 try:
-                    item = Scored([i], *gray, files=[str(path)], extra=objects.batch(i, a.shape) if objects else {})
+                    item = Scored([i], *gray, files=[str(path)], extra=extra)
                     evaluator.update(m, item)
                     if retention is not None:
                         retention.update(m, item)
